@@ -1,0 +1,166 @@
+"""npe2 reader for DSB2018 stage-1 folders.
+
+A sample folder opens as an image and a Labels layer; a root (a folder of
+sample folders) opens as two lazy stacks under the dims slider, padded to the
+largest image, where only the samples on screen are decoded.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..errors import FileProblem
+from ..io import stage1
+from ..io.images import label_dtype
+
+LayerData = tuple  # (data, kwargs, layer_type)
+_IDS_KEY = "stage1_ids"
+_connected_viewers: weakref.WeakSet = weakref.WeakSet()
+
+
+def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """Return a reader for a stage-1 sample folder or root, else None."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if stage1.is_sample_folder(p):
+        return read_sample_layers
+    if stage1.is_stage1_root(p):
+        return read_root_layers
+    return None
+
+
+def sample_layers(sample: stage1.Sample) -> list[LayerData]:
+    """Image and Labels layer data of one sample; the labels carry the mask file names."""
+    meta = {"sample_id": sample.id, "source": str(sample.path)}
+    layers: list[LayerData] = [
+        (sample.image, {"name": sample.id, "metadata": dict(meta), "rgb": sample.image.ndim == 3}, "image")
+    ]
+    if sample.labels is not None:
+        meta["mask_names"] = dict(sample.mask_names)
+        layers.append((sample.labels, {"name": f"{sample.id} masks", "metadata": meta}, "labels"))
+    return layers
+
+
+def read_sample_layers(path: str) -> list[LayerData]:
+    """Read one sample folder into an image and a Labels layer."""
+    return sample_layers(stage1.read_sample(path))
+
+
+def _pad(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-pad at the bottom and right up to ``shape`` (top-left stays aligned)."""
+    out = np.zeros(shape, dtype=array.dtype)
+    out[tuple(slice(0, n) for n in array.shape)] = array
+    return out
+
+
+def _image_plane(folder: Path, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        image = stage1.read_image(folder)
+    except FileProblem as exc:
+        warnings.warn(f"cannot show sample: {exc}", stacklevel=1)
+        return np.zeros(shape, np.uint8)
+    if image.ndim == 2 and len(shape) == 3:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return _pad(image, shape)
+
+
+def _label_plane(folder: Path, image_shape: tuple[int, int], shape: tuple[int, int], dtype) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stage1.OverlapWarning)
+            labels, _, _ = stage1.read_labels(folder, image_shape)
+    except FileProblem as exc:
+        warnings.warn(f"cannot show masks: {exc}", stacklevel=1)
+        labels = None
+    if labels is None:
+        return np.zeros(shape, dtype)
+    return _pad(labels.astype(dtype, copy=False), shape)
+
+
+def root_stacks(root: str | Path) -> tuple[list[stage1.SampleInfo], da.Array, da.Array | None]:
+    """Lazy (N, H, W[, 3]) image and (N, H, W) label stacks of a root, from PNG headers only.
+
+    Images are padded at the bottom and right to the largest size; the stack is
+    RGB unless every image is stored grey. The labels stack is None when no
+    sample has a ``masks/`` folder.
+    """
+    infos = stage1.scan(root)
+    height = max(i.shape[0] for i in infos)
+    width = max(i.shape[1] for i in infos)
+    grey = all(i.mode in {"L", "1"} for i in infos)
+    image_shape = (height, width) if grey else (height, width, 3)
+    images = da.stack([
+        da.from_delayed(dask.delayed(_image_plane)(i.path, image_shape), image_shape, np.uint8)
+        for i in infos
+    ])
+    counts = [stage1.mask_paths(i.path) for i in infos]
+    if all(c is None for c in counts):
+        return infos, images, None
+    dtype = label_dtype(max(len(c or ()) for c in counts))
+    labels = da.stack([
+        da.from_delayed(dask.delayed(_label_plane)(i.path, i.shape, (height, width), dtype), (height, width), dtype)
+        for i in infos
+    ])
+    return infos, images, labels
+
+
+def read_root_layers(path: str) -> list[LayerData]:
+    """Read a stage-1 root as lazy image and label stacks, one sample per slider step."""
+    infos, images, labels = root_stacks(path)
+    ids = [i.id for i in infos]
+    root = Path(path)
+    meta = {_IDS_KEY: ids, "source": str(root)}
+    layers: list[LayerData] = [
+        (images, {"name": root.name or str(root), "metadata": meta, "rgb": images.ndim == 4,
+                  "contrast_limits": (0, 255), "multiscale": False}, "image")
+    ]
+    if labels is not None:
+        layers.append((labels, {"name": f"{root.name} masks", "metadata": dict(meta), "multiscale": False}, "labels"))
+    _show_sample_id_in(_current_viewer())
+    return layers
+
+
+def _current_viewer():
+    try:
+        import napari
+
+        return napari.current_viewer()
+    except Exception:  # no viewer (e.g. reading from a script)
+        return None
+
+
+def current_sample_id(viewer) -> str | None:
+    """The id of the sample on screen in the first layer read from a stage-1 root."""
+    for layer in viewer.layers:
+        ids = layer.metadata.get(_IDS_KEY)
+        if ids:
+            index = int(round(layer.world_to_data(viewer.dims.point)[0]))
+            index = min(max(index, 0), len(ids) - 1)
+            return f"{ids[index]}  ({index + 1}/{len(ids)})"
+    return None
+
+
+def _show_sample_id_in(viewer) -> None:
+    """Keep the viewer's text overlay on the id of the sample on screen."""
+    if viewer is None or viewer in _connected_viewers:
+        return
+    _connected_viewers.add(viewer)
+
+    def update(event=None) -> None:
+        text = current_sample_id(viewer)
+        viewer.text_overlay.visible = text is not None
+        viewer.text_overlay.text = text or ""
+
+    viewer.dims.events.current_step.connect(update)
+    viewer.layers.events.inserted.connect(update)
+    viewer.layers.events.removed.connect(update)

@@ -1,0 +1,162 @@
+"""Decode the image files this package reads, with errors that name the file.
+
+Stage-1 images are 8-bit PNGs (grey, RGB, or RGBA with an opaque alpha);
+masks are single-channel binary PNGs; label images are 2-D integer TIFFs or PNGs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import FileProblem
+
+LABEL_SUFFIXES = (".tif", ".tiff", ".png")
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _open_png(path: Path) -> Image.Image:
+    """Open and fully decode a PNG, mapping every failure to a FileProblem."""
+    if not path.exists():
+        raise FileProblem(path, "does not exist")
+    if not path.is_file():
+        raise FileProblem(path, "is not a file")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FileProblem(path, f"cannot be decoded as an image ({exc})") from None
+    if im.format != "PNG":
+        raise FileProblem(path, f"is a {im.format} file, expected PNG")
+    return im
+
+
+def png_header(path: str | Path) -> tuple[str, tuple[int, int]]:
+    """Mode and (height, width) of a PNG, read from its header without decoding pixels.
+
+    Raises
+    ------
+    FileProblem
+        If the file is missing or not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileProblem(path, "does not exist")
+    try:
+        with Image.open(path) as im:
+            return im.mode, (im.height, im.width)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise FileProblem(path, f"cannot be decoded as an image ({exc})") from None
+
+
+def read_stage1_image(path: str | Path) -> np.ndarray:
+    """Read a stage-1 image PNG as stored: grey or RGB, 8-bit.
+
+    An alpha channel that is 255 everywhere is dropped; a palette image is expanded.
+
+    Returns
+    -------
+    (H, W) or (H, W, 3) ndarray of uint8
+
+    Raises
+    ------
+    FileProblem
+        Missing or corrupt file, 16-bit pixels, a non-opaque alpha channel, or an empty image.
+    """
+    path = Path(path)
+    im = _open_png(path)
+    if im.mode in _SIXTEEN_BIT_MODES:
+        raise FileProblem(path, f"is a 16-bit or float image (PNG mode {im.mode}); stage-1 images are 8-bit")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode not in {"L", "LA", "RGB", "RGBA"}:
+        raise FileProblem(path, f"has unsupported PNG mode {im.mode}")
+    array = np.asarray(im)
+    if array.size == 0:
+        raise FileProblem(path, "is an empty image (0 pixels)")
+    if im.mode in {"LA", "RGBA"}:
+        alpha = array[..., -1]
+        if not np.all(alpha == 255):
+            raise FileProblem(path, "has a transparent alpha channel; expected an opaque image")
+        array = array[..., 0] if im.mode == "LA" else array[..., :3]
+    return np.ascontiguousarray(array)
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one nucleus mask: a single-channel PNG holding 0 and one other value.
+
+    Parameters
+    ----------
+    path : path-like
+        The mask PNG.
+    shape : (int, int), optional
+        The image's (height, width); a mask of another size is an error.
+
+    Returns
+    -------
+    (H, W) ndarray of bool
+
+    Raises
+    ------
+    FileProblem
+        Missing or corrupt file, more than one channel, the wrong size, or more
+        than one non-zero value.
+    """
+    path = Path(path)
+    im = _open_png(path)
+    if im.mode not in {"L", "1"}:
+        raise FileProblem(path, f"is not a single-channel mask (PNG mode {im.mode}); expected 8-bit grey")
+    array = np.asarray(im)
+    if shape is not None and array.shape != tuple(shape):
+        raise FileProblem(
+            path, f"mask is {array.shape[0]}x{array.shape[1]}, its image is {shape[0]}x{shape[1]}"
+        )
+    mask = array != 0
+    on = array[mask]
+    if on.size and np.any(on != on[0]):
+        values = np.unique(array)
+        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if values.size > 6 else "")
+        raise FileProblem(path, f"mask is not binary: values {shown}")
+    return mask
+
+
+def read_label_image(path: str | Path) -> np.ndarray:
+    """Read a 2-D instance-label image (TIFF or PNG); 0 is background.
+
+    Returns
+    -------
+    (H, W) ndarray of an unsigned integer type
+
+    Raises
+    ------
+    FileProblem
+        Missing or unreadable file, not 2-D, not integer, or negative labels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileProblem(path, "does not exist")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            array = tifffile.imread(path)
+        except Exception as exc:  # tifffile raises many types on a corrupt file
+            raise FileProblem(path, f"cannot be read as TIFF ({exc})") from None
+    else:
+        array = np.asarray(_open_png(path))
+    array = np.squeeze(array) if array.ndim > 2 else array
+    if array.ndim != 2:
+        raise FileProblem(path, f"label image has shape {array.shape}; expected a 2-D image")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise FileProblem(path, f"label image has dtype {array.dtype}; expected integers")
+    if array.size and array.min() < 0:
+        raise FileProblem(path, "label image has negative labels")
+    return array.astype(label_dtype(int(array.max(initial=0))), copy=False)
+
+
+def label_dtype(n_labels: int) -> np.dtype:
+    """uint16 for up to 65,535 labels, uint32 beyond."""
+    return np.dtype(np.uint16) if n_labels <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
