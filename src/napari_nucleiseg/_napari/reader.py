@@ -150,16 +150,25 @@ def current_sample_id(viewer) -> str | None:
     return None
 
 
+def text_overlay(viewer):
+    """The viewer's text overlay (``viewer.canvas.overlays.text`` since napari 0.9)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    return overlays.text if overlays is not None else viewer.text_overlay
+
+
 def _show_sample_id_in(viewer) -> None:
     """Keep the viewer's text overlay on the id of the sample on screen."""
     if viewer is None or viewer in _connected_viewers:
         return
     _connected_viewers.add(viewer)
 
+    overlay = text_overlay(viewer)
+
     def update(event=None) -> None:
         text = current_sample_id(viewer)
-        viewer.text_overlay.visible = text is not None
-        viewer.text_overlay.text = text or ""
+        overlay.visible = text is not None
+        overlay.text = text or ""
 
     viewer.dims.events.current_step.connect(update)
     viewer.layers.events.inserted.connect(update)

@@ -147,7 +147,7 @@ def resolve_samples(path: str | Path) -> list[Path]:
     path = Path(path)
     if is_sample_folder(path):
         return [path]
-    if path.is_dir() and (path / IMAGES).is_dir():
+    if path.is_dir() and ((path / IMAGES).is_dir() or (path / MASKS).is_dir()):
         raise FileProblem(image_path(path), "does not exist; a sample folder holds images/<id>.png")
     return list_samples(path)
 

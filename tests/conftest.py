@@ -1,0 +1,63 @@
+"""Shared fixtures: the small real samples in the repository and the full data set beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from napari_nucleiseg.samples import SAMPLES, sample_folder
+
+TESTS = Path(__file__).parent
+#: The read-only DSB2018 data; NUCLEISEG_DATA overrides where it lies.
+SHARED = Path(os.environ.get("NUCLEISEG_DATA", TESTS.parent.parent / "shared" / "data" / "dsb2018"))
+NO_SHARED = f"the full DSB2018 data set is not at {SHARED} (set NUCLEISEG_DATA to its folder)"
+
+
+def small_sample_folders() -> list[Path]:
+    """Real stage-1 samples that always travel with the code: the shipped ones and tests/data."""
+    shipped = [sample_folder(kind) for kind in SAMPLES]
+    return shipped + sorted((TESTS / "data" / "stage1_fixed").iterdir())
+
+
+@pytest.fixture
+def small_samples() -> list[Path]:
+    return small_sample_folders()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED / "stage1_train").is_dir():
+        pytest.skip(NO_SHARED)
+    return SHARED
+
+
+@pytest.fixture
+def sample_copy(tmp_path) -> Path:
+    """A writable copy of the fluorescence sample, inside a root folder."""
+    src = sample_folder("fluorescence")
+    dst = tmp_path / "root" / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture
+def small_root(tmp_path) -> Path:
+    """A root holding copies of all the small samples (two sizes, grey and colour)."""
+    root = tmp_path / "small_root"
+    for folder in small_sample_folders():
+        shutil.copytree(folder, root / folder.name)
+    return root
+
+
+def tree_digest(path: Path) -> str:
+    """A hash of every file name and content under ``path``: proves nothing changed on disk."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

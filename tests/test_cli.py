@@ -1,0 +1,127 @@
+"""The nucleiseg command line: check, evaluate and samples, on real samples."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_nucleiseg.cli import main
+from napari_nucleiseg.io import list_samples, read_sample, write_submission
+from napari_nucleiseg.metrics import score_dataset
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def perturbed(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A plausible prediction: shifted by a pixel, two nuclei dropped."""
+    rng = np.random.default_rng(seed)
+    pred = np.roll(labels, 1, axis=0)
+    for v in rng.choice(np.unique(labels)[1:], 2, replace=False):
+        pred[pred == v] = 0
+    return pred
+
+
+@pytest.fixture
+def predictions(tmp_path, small_root):
+    """The small root's truth, and perturbed predictions as TIFFs and as a submission CSV."""
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    items = []
+    with pytest.warns(UserWarning):  # the corrected sample's overlap
+        samples = [read_sample(f) for f in list_samples(small_root)]
+    for k, s in enumerate(samples):
+        pred = perturbed(s.labels, k)
+        tifffile.imwrite(folder / f"{s.id}.tif", pred)
+        items.append((s.id, s.labels, pred))
+    csv = tmp_path / "sub.csv"
+    write_submission(csv, [(i, p) for i, _, p in items])
+    return folder, csv, items
+
+
+def test_evaluate_tiffs_and_csv_agree_with_the_metric(capsys, small_root, predictions):
+    folder, csv, items = predictions
+    expected = score_dataset(items).as_dict()
+    code, out, _ = run(capsys, "evaluate", folder, small_root, "--json")
+    assert code == 0
+    from_tiffs = json.loads(out)
+    code, out, _ = run(capsys, "evaluate", csv, small_root, "--json")
+    assert code == 0
+    from_csv = json.loads(out)
+    assert from_tiffs["score"] == pytest.approx(expected["score"], abs=1e-9)
+    assert from_csv["score"] == pytest.approx(from_tiffs["score"], abs=1e-9)
+    assert from_csv["ap"] == pytest.approx(from_tiffs["ap"], abs=1e-9)
+    assert 0.2 < from_tiffs["score"] < 0.95
+
+
+def test_evaluate_table_and_truth_as_label_folder(capsys, tmp_path, predictions):
+    folder, _, items = predictions
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for i, t, _ in items:
+        tifffile.imwrite(truth / f"{i}.tif", t)
+    code, out, _ = run(capsys, "evaluate", folder, truth)
+    assert code == 0
+    assert out.startswith("DSB2018 score: ") and "0.50" in out and "0.95" in out
+    assert float(out.split()[2]) == pytest.approx(score_dataset(items).score, abs=1e-4)
+
+
+def test_evaluate_missing_prediction_scores_zero(capsys, small_root, predictions):
+    folder, _, items = predictions
+    (folder / f"{items[0][0]}.tif").unlink()
+    code, out, err = run(capsys, "evaluate", folder, small_root, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["images"][items[0][0]] == 0.0
+    assert result["missing"] == [items[0][0]] and "no prediction" in err
+
+
+def test_evaluate_refuses_overlapping_submission(capsys, tmp_path, small_root):
+    first = list_samples(small_root)[0].name
+    csv = tmp_path / "bad.csv"
+    csv.write_text(f"ImageId,EncodedPixels\n{first},1 10\n{first},5 10\n")
+    code, _, err = run(capsys, "evaluate", csv, small_root)
+    assert code == 1 and str(csv) in err and "overlaps" in err
+
+
+def test_evaluate_wrong_size_prediction(capsys, small_root, predictions):
+    folder, _, items = predictions
+    tifffile.imwrite(folder / f"{items[0][0]}.tif", np.zeros((7, 7), np.uint16))
+    code, _, err = run(capsys, "evaluate", folder, small_root)
+    assert code == 1 and "7x7" in err
+
+
+def test_evaluate_missing_paths(capsys, tmp_path, small_root):
+    code, _, err = run(capsys, "evaluate", tmp_path / "nope", small_root)
+    assert code == 1 and "nope" in err and err.count("\n") == 1
+
+
+def test_check_exit_codes(capsys, small_root, sample_copy):
+    code, out, _ = run(capsys, "check", small_root)
+    assert code == 0 and out.startswith("warning:")  # the one overlap is a warning
+    code, _, _ = run(capsys, "check", small_root, "--strict")
+    assert code == 1
+    bad = sorted((sample_copy / "masks").iterdir())[0]
+    bad.write_bytes(b"nonsense")
+    code, out, _ = run(capsys, "check", sample_copy)
+    assert code == 1 and out.splitlines() == [f"{bad}: " + out.split(": ", 1)[1].strip()]
+
+
+def test_samples_are_copied_once(capsys, tmp_path):
+    code, out, _ = run(capsys, "samples", "-o", tmp_path / "demo")
+    assert code == 0 and len(list_samples(tmp_path / "demo")) == 2
+    code, _, err = run(capsys, "samples", "-o", tmp_path / "demo")
+    assert code == 1 and "already exists" in err
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "napari_nucleiseg.cli", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("nucleiseg ")
