@@ -120,12 +120,13 @@ def read_root_layers(path: str) -> list[LayerData]:
     ids = [i.id for i in infos]
     root = Path(path)
     meta = {_IDS_KEY: ids, "source": str(root)}
+    common = {"metadata": meta, "multiscale": False, "axis_labels": ("sample", "y", "x")}
     layers: list[LayerData] = [
-        (images, {"name": root.name or str(root), "metadata": meta, "rgb": images.ndim == 4,
-                  "contrast_limits": (0, 255), "multiscale": False}, "image")
+        (images, {"name": root.name or str(root), "rgb": images.ndim == 4,
+                  "contrast_limits": (0, 255), **common}, "image")
     ]
     if labels is not None:
-        layers.append((labels, {"name": f"{root.name} masks", "metadata": dict(meta), "multiscale": False}, "labels"))
+        layers.append((labels, {"name": f"{root.name} masks", **common}, "labels"))
     _show_sample_id_in(_current_viewer())
     return layers
 
