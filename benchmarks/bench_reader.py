@@ -66,9 +66,13 @@ def main() -> None:
     print(f"{'open root (lazy)':<42} {t_open:>8.2f} {m_open:>9.0f}")
     print(f"{f'scroll {args.n} samples in the viewer':<42} {t_scroll:>8.2f} {m_scroll:>9.0f}")
     print(f"{f'reference: read_sample on the same {args.n}':<42} {t_eager:>8.2f}")
-    print(f"{'reference: eager read of the whole root (est.)':<42} {t_eager / args.n * n_samples:>8.1f}")
-    print(f"scroll per sample: {t_scroll / args.n * 1000:.0f} ms; "
-          f"scroll / eager read of the same samples: {t_scroll / t_eager:.2f}")
+    print(
+        f"{'reference: eager read of whole root (est.)':<42} {t_eager / args.n * n_samples:>8.1f}"
+    )
+    print(
+        f"scroll per sample: {t_scroll / args.n * 1000:.0f} ms; "
+        f"scroll / eager read of the same samples: {t_scroll / t_eager:.2f}"
+    )
 
 
 if __name__ == "__main__":

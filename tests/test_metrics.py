@@ -1,11 +1,11 @@
-"""The DSB2018 metric on hand-computed cases, against a brute-force reference, and on real labels."""
+"""The DSB2018 metric: hand-computed cases, a brute-force reference, real labels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import small_sample_folders
 
+from conftest import small_sample_folders
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.metrics import THRESHOLDS, iou_matrix, score_dataset, score_image
 

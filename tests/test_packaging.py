@@ -25,15 +25,27 @@ def test_core_imports_without_napari_or_qt():
 
 def test_manifest_validates():
     npe2 = Path(sys.executable).with_name("npe2")
-    out = subprocess.run([str(npe2), "validate", "napari-nucleiseg"], capture_output=True, text=True)
+    out = subprocess.run(
+        [str(npe2), "validate", "napari-nucleiseg"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.mark.skipif(not (REPO / "pyproject.toml").is_file(), reason="needs the source tree")
 def test_wheel_ships_manifest_and_samples(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("napari_nucleiseg-*.whl")

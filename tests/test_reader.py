@@ -29,7 +29,9 @@ def test_get_reader_declines_what_is_not_stage1(tmp_path):
 
 def test_sample_layers_carry_mask_names():
     folder = sample_folder("histology")
-    (image, image_kw, image_type), (labels, labels_kw, labels_type) = read_sample_layers(str(folder))
+    (image, image_kw, image_type), (labels, labels_kw, labels_type) = read_sample_layers(
+        str(folder)
+    )
     assert (image_type, labels_type) == ("image", "labels")
     assert image.shape == (256, 320, 3) and image_kw["rgb"]
     assert labels_kw["name"] == f"{folder.name} masks"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import small_sample_folders
 from PIL import Image
 
+from conftest import small_sample_folders
 from napari_nucleiseg.errors import FileProblem
 from napari_nucleiseg.io import (
     labels_to_rles,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import small_sample_folders, tree_digest
 from PIL import Image
 
+from conftest import small_sample_folders, tree_digest
 from napari_nucleiseg.errors import FileProblem
 from napari_nucleiseg.io import OverlapWarning, check, list_samples, read_sample, resolve_samples
 from napari_nucleiseg.io.images import label_dtype
@@ -36,7 +36,9 @@ def assert_sample_exact(folder: Path) -> None:
     for label, name in sample.mask_names.items():
         mask = stack[[p.name for p in masks].index(name)]
         got = sample.labels == label
-        np.testing.assert_array_equal(got & ~shared, mask & ~shared, err_msg=f"{folder.name}/{name}")
+        np.testing.assert_array_equal(
+            got & ~shared, mask & ~shared, err_msg=f"{folder.name}/{name}"
+        )
         assert not np.any(got & ~mask), f"{folder.name}/{name}: label outside its mask"
     # every pixel of the union is labelled
     np.testing.assert_array_equal(sample.labels > 0, stack.any(axis=0))

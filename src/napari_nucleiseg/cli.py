@@ -26,8 +26,9 @@ from .metrics import score_dataset
 
 
 def _progress(items, desc: str):
-    return tqdm(items, desc=desc, unit="image", file=sys.stderr, leave=False,
-                disable=None)  # disable=None: no bar when stderr is not a terminal
+    return tqdm(
+        items, desc=desc, unit="image", file=sys.stderr, leave=False, disable=None
+    )  # disable=None: no bar when stderr is not a terminal
 
 
 # ---------------------------------------------------------------- check
@@ -40,15 +41,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         n = len(stage1.resolve_samples(args.root))
     except FileProblem:
         n = 0
-    print(f"{n} sample(s) checked: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)",
-          file=sys.stderr)
+    print(
+        f"{n} sample(s) checked: {len(errors)} error(s), {len(problems) - len(errors)} warning(s)",
+        file=sys.stderr,
+    )
     return 1 if (problems if args.strict else errors) else 0
 
 
 # ---------------------------------------------------------------- evaluate
 def _label_files(folder: Path) -> dict[str, Path]:
-    files = {p.stem: p for p in sorted(folder.iterdir())
-             if p.is_file() and p.suffix.lower() in LABEL_SUFFIXES}
+    files = {
+        p.stem: p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in LABEL_SUFFIXES
+    }
     if not files:
         raise FileProblem(folder, f"holds no label image ({', '.join(LABEL_SUFFIXES)})")
     return files
@@ -107,8 +113,11 @@ def evaluate_paths(pred: str | Path, truth: str | Path):
             if p is None:
                 missing.append(image_id)
             elif p.shape != labels.shape:
-                raise FileProblem(pred, f"prediction for {image_id} is {p.shape[0]}x{p.shape[1]}, "
-                                  f"its truth is {labels.shape[0]}x{labels.shape[1]}")
+                raise FileProblem(
+                    pred,
+                    f"prediction for {image_id} is {p.shape[0]}x{p.shape[1]}, "
+                    f"its truth is {labels.shape[0]}x{labels.shape[1]}",
+                )
             yield image_id, labels, p
 
     result = score_dataset(triples())
@@ -118,11 +127,17 @@ def evaluate_paths(pred: str | Path, truth: str | Path):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     result, missing, extra = evaluate_paths(args.pred, args.truth)
     if missing:
-        print(f"warning: {len(missing)} image(s) have no prediction and score 0: "
-              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
+        print(
+            f"warning: {len(missing)} image(s) have no prediction and score 0: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+            file=sys.stderr,
+        )
     if extra:
-        print(f"warning: {len(extra)} prediction(s) have no truth and are ignored: "
-              f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}", file=sys.stderr)
+        print(
+            f"warning: {len(extra)} prediction(s) have no truth and are ignored: "
+            f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}",
+            file=sys.stderr,
+        )
     summary = result.as_dict()
     summary["missing"], summary["extra"] = missing, extra
     if args.json:
@@ -132,8 +147,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{'IoU >':>6} {'AP':>7} {'AP pooled':>10} {'TP':>7} {'FP':>7} {'FN':>7}")
     tp, fp, fn = result.counts
     for k, t in enumerate(result.thresholds):
-        print(f"{t:>6.2f} {result.ap[k]:>7.4f} {result.ap_pooled[k]:>10.4f} "
-              f"{tp[k]:>7d} {fp[k]:>7d} {fn[k]:>7d}")
+        print(
+            f"{t:>6.2f} {result.ap[k]:>7.4f} {result.ap_pooled[k]:>10.4f} "
+            f"{tp[k]:>7d} {fp[k]:>7d} {fn[k]:>7d}"
+        )
     return 0
 
 
@@ -152,23 +169,31 @@ def cmd_samples(args: argparse.Namespace) -> int:
             shutil.copytree(sample_folder(kind), target)
             print(f"{kind}: {target}")
     except OSError as exc:
-        raise FileProblem(getattr(exc, "filename", None) or out, f"cannot be written ({exc.strerror or exc})") from None
+        raise FileProblem(
+            getattr(exc, "filename", None) or out, f"cannot be written ({exc.strerror or exc})"
+        ) from None
     return 0
 
 
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nucleiseg", description="Nucleus segmentation for DSB2018-style data.")
+    parser = argparse.ArgumentParser(
+        prog="nucleiseg", description="Nucleus segmentation for DSB2018-style data."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="validate a stage-1 root or sample folder")
     p.add_argument("root", help="a stage-1 root (folder of samples) or one sample folder")
-    p.add_argument("--strict", action="store_true", help="fail on warnings too (e.g. overlapping masks)")
+    p.add_argument(
+        "--strict", action="store_true", help="fail on warnings too (e.g. overlapping masks)"
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("evaluate", help="DSB2018 score of predictions against the truth")
-    p.add_argument("pred", help="a folder of label images (<id>.tif/.png) or a Kaggle submission CSV")
+    p.add_argument(
+        "pred", help="a folder of label images (<id>.tif/.png) or a Kaggle submission CSV"
+    )
     p.add_argument("truth", help="a stage-1 root with masks, or a folder of label images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)

@@ -54,8 +54,8 @@ def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     counts = np.bincount(t * np_ + p, minlength=nt * np_).reshape(nt, np_)
     area_t, area_p = counts.sum(axis=1), counts.sum(axis=0)
     # drop the background row/column (index 0 when background is present)
-    counts = counts[int(has_bg_t):, int(has_bg_p):]
-    area_t, area_p = area_t[int(has_bg_t):], area_p[int(has_bg_p):]
+    counts = counts[int(has_bg_t) :, int(has_bg_p) :]
+    area_t, area_p = area_t[int(has_bg_t) :], area_p[int(has_bg_p) :]
     union = area_t[:, None] + area_p[None, :] - counts
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, counts / np.maximum(union, 1), 0.0)
@@ -124,7 +124,9 @@ class DatasetScore:
     @property
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TP, FP and FN at each threshold, summed over images."""
-        return tuple(np.sum([getattr(s, k) for s in self.images], axis=0) for k in ("tp", "fp", "fn"))
+        return tuple(
+            np.sum([getattr(s, k) for s in self.images], axis=0) for k in ("tp", "fp", "fn")
+        )
 
     @property
     def ap_pooled(self) -> np.ndarray:

@@ -12,13 +12,12 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-import dask
-import dask.array as da
 import numpy as np
 
 from ..errors import FileProblem
 from ..io import stage1
 from ..io.images import label_dtype
+from ..io.lazy import LazyStack
 
 LayerData = tuple  # (data, kwargs, layer_type)
 _IDS_KEY = "stage1_ids"
@@ -43,7 +42,11 @@ def sample_layers(sample: stage1.Sample) -> list[LayerData]:
     """Image and Labels layer data of one sample; the labels carry the mask file names."""
     meta = {"sample_id": sample.id, "source": str(sample.path)}
     layers: list[LayerData] = [
-        (sample.image, {"name": sample.id, "metadata": dict(meta), "rgb": sample.image.ndim == 3}, "image")
+        (
+            sample.image,
+            {"name": sample.id, "metadata": dict(meta), "rgb": sample.image.ndim == 3},
+            "image",
+        )
     ]
     if sample.labels is not None:
         meta["mask_names"] = dict(sample.mask_names)
@@ -74,7 +77,9 @@ def _image_plane(folder: Path, shape: tuple[int, ...]) -> np.ndarray:
     return _pad(image, shape)
 
 
-def _label_plane(folder: Path, image_shape: tuple[int, int], shape: tuple[int, int], dtype) -> np.ndarray:
+def _label_plane(
+    folder: Path, image_shape: tuple[int, int], shape: tuple[int, int], dtype
+) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", stage1.OverlapWarning)
@@ -87,7 +92,7 @@ def _label_plane(folder: Path, image_shape: tuple[int, int], shape: tuple[int, i
     return _pad(labels.astype(dtype, copy=False), shape)
 
 
-def root_stacks(root: str | Path) -> tuple[list[stage1.SampleInfo], da.Array, da.Array | None]:
+def root_stacks(root: str | Path) -> tuple[list[stage1.SampleInfo], LazyStack, LazyStack | None]:
     """Lazy (N, H, W[, 3]) image and (N, H, W) label stacks of a root, from PNG headers only.
 
     Images are padded at the bottom and right to the largest size; the stack is
@@ -99,18 +104,19 @@ def root_stacks(root: str | Path) -> tuple[list[stage1.SampleInfo], da.Array, da
     width = max(i.shape[1] for i in infos)
     grey = all(i.mode in {"L", "1"} for i in infos)
     image_shape = (height, width) if grey else (height, width, 3)
-    images = da.stack([
-        da.from_delayed(dask.delayed(_image_plane)(i.path, image_shape), image_shape, np.uint8)
-        for i in infos
-    ])
-    counts = [stage1.mask_paths(i.path) for i in infos]
-    if all(c is None for c in counts):
+    images = LazyStack(
+        len(infos), image_shape, np.uint8, lambda k: _image_plane(infos[k].path, image_shape)
+    )
+    masks = [stage1.mask_paths(i.path) for i in infos]
+    if all(m is None for m in masks):
         return infos, images, None
-    dtype = label_dtype(max(len(c or ()) for c in counts))
-    labels = da.stack([
-        da.from_delayed(dask.delayed(_label_plane)(i.path, i.shape, (height, width), dtype), (height, width), dtype)
-        for i in infos
-    ])
+    dtype = label_dtype(max(len(m or ()) for m in masks))
+    labels = LazyStack(
+        len(infos),
+        (height, width),
+        dtype,
+        lambda k: _label_plane(infos[k].path, infos[k].shape, (height, width), dtype),
+    )
     return infos, images, labels
 
 
@@ -122,8 +128,16 @@ def read_root_layers(path: str) -> list[LayerData]:
     meta = {_IDS_KEY: ids, "source": str(root)}
     common = {"metadata": meta, "multiscale": False, "axis_labels": ("sample", "y", "x")}
     layers: list[LayerData] = [
-        (images, {"name": root.name or str(root), "rgb": images.ndim == 4,
-                  "contrast_limits": (0, 255), **common}, "image")
+        (
+            images,
+            {
+                "name": root.name or str(root),
+                "rgb": images.ndim == 4,
+                "contrast_limits": (0, 255),
+                **common,
+            },
+            "image",
+        )
     ]
     if labels is not None:
         layers.append((labels, {"name": f"{root.name} masks", **common}, "labels"))

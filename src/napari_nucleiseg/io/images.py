@@ -69,7 +69,9 @@ def read_stage1_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     im = _open_png(path)
     if im.mode in _SIXTEEN_BIT_MODES:
-        raise FileProblem(path, f"is a 16-bit or float image (PNG mode {im.mode}); stage-1 images are 8-bit")
+        raise FileProblem(
+            path, f"is a 16-bit or float image (PNG mode {im.mode}); stage-1 images are 8-bit"
+        )
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif im.mode == "1":
@@ -110,7 +112,9 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     path = Path(path)
     im = _open_png(path)
     if im.mode not in {"L", "1"}:
-        raise FileProblem(path, f"is not a single-channel mask (PNG mode {im.mode}); expected 8-bit grey")
+        raise FileProblem(
+            path, f"is not a single-channel mask (PNG mode {im.mode}); expected 8-bit grey"
+        )
     array = np.asarray(im)
     if shape is not None and array.shape != tuple(shape):
         raise FileProblem(

@@ -47,7 +47,9 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
         raise ValueError("run-length starts must be >= 1 and lengths >= 1")
     ends = starts + lengths
     if np.any(ends > size):
-        raise ValueError(f"a run ends at pixel {int(ends.max())}, past the {shape[0]}x{shape[1]} image")
+        raise ValueError(
+            f"a run ends at pixel {int(ends.max())}, past the {shape[0]}x{shape[1]} image"
+        )
     if np.any(starts[1:] < ends[:-1]):
         raise ValueError("runs overlap or are not sorted")
     flat = np.zeros(size + 1, dtype=np.int8)
@@ -68,7 +70,9 @@ def labels_to_rles(labels: np.ndarray) -> list[str]:
     for k, lab in enumerate(ids):
         if lab == 0:
             continue
-        idx = order[bounds[k]:bounds[k + 1]] + 1  # 1-based, column-major, sorted by stable argsort
+        idx = (
+            order[bounds[k] : bounds[k + 1]] + 1
+        )  # 1-based, column-major, sorted by stable argsort
         breaks = np.flatnonzero(np.diff(idx) != 1) + 1
         starts = np.concatenate([[idx[0]], idx[breaks]])
         ends = np.concatenate([idx[breaks - 1], [idx[-1]]])
@@ -132,7 +136,9 @@ def read_submission(path: str | Path) -> dict[str, list[str]]:
     return rows
 
 
-def rles_to_labels(rles: list[str], shape: tuple[int, int], *, source: str | Path = "") -> np.ndarray:
+def rles_to_labels(
+    rles: list[str], shape: tuple[int, int], *, source: str | Path = ""
+) -> np.ndarray:
     """Decode a list of run-length texts into an instance-label image.
 
     Raises
@@ -147,7 +153,9 @@ def rles_to_labels(rles: list[str], shape: tuple[int, int], *, source: str | Pat
         except ValueError as exc:
             raise FileProblem(source, f"nucleus {i}: {exc}") from None
         if np.any(labels[mask]):
-            raise FileProblem(source, f"nucleus {i} overlaps another nucleus; overlaps are not allowed")
+            raise FileProblem(
+                source, f"nucleus {i} overlaps another nucleus; overlaps are not allowed"
+            )
         labels[mask] = i
     return labels
 

@@ -258,10 +258,18 @@ def check_sample(folder: str | Path) -> list[Problem]:
     images_dir = folder / IMAGES
     extra = sorted(p.name for p in images_dir.iterdir() if p != image_path(folder))
     if extra:
-        problems.append(Problem(images_dir, f"holds other files besides {folder.name}.png: {', '.join(extra)}", "warning"))
+        problems.append(
+            Problem(
+                images_dir,
+                f"holds other files besides {folder.name}.png: {', '.join(extra)}",
+                "warning",
+            )
+        )
     paths = mask_paths(folder)
     if paths is None:
-        return problems + [Problem(folder / MASKS, "does not exist: the sample has no ground truth", "warning")]
+        return problems + [
+            Problem(folder / MASKS, "does not exist: the sample has no ground truth", "warning")
+        ]
     masks = folder / MASKS
     others = sorted(p.name for p in masks.iterdir() if p not in paths)
     if others:
@@ -279,8 +287,12 @@ def check_sample(folder: str | Path) -> list[Problem]:
             warnings.simplefilter("ignore", OverlapWarning)
             _, _, overlaps = read_labels(folder, shape)
         problems += [
-            Problem(masks / o.loser, f"shares {o.pixels} pixel(s) with {o.winner}; "
-                    f"the reader gives them to the smaller, {o.winner}", "warning")
+            Problem(
+                masks / o.loser,
+                f"shares {o.pixels} pixel(s) with {o.winner}; "
+                f"the reader gives them to the smaller, {o.winner}",
+                "warning",
+            )
             for o in overlaps
         ]
     return problems
