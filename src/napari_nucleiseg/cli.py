@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -15,13 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from tqdm import tqdm
 
 from . import __version__
 from .errors import FileProblem, NucleisegError
 from .io import stage1
-from .io.images import LABEL_SUFFIXES, png_header, read_label_image
-from .io.rle import labels_from_submission, read_submission
+from .io.images import LABEL_SUFFIXES, png_header, read_image_file, read_label_image
+from .io.inputs import collect_images
+from .io.rle import labels_from_submission, read_submission, write_submission
 from .metrics import score_dataset
 
 
@@ -175,6 +178,176 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- predict
+def _write_tiff(path: Path, labels: np.ndarray) -> None:
+    """Write a label TIFF atomically: a partial file never takes the name."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tifffile.imwrite(tmp, labels, compression="zlib")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FileProblem(path, f"cannot be written ({exc.strerror or exc})") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import drain, labels_from_predicted, predict_maps, resolve_device
+    from .models import DEFAULT_MODEL, load_model
+
+    inputs = collect_images(args.inputs)
+    out = Path(args.output)
+    targets = {image_id: out / f"{image_id}.tif" for image_id, _ in inputs}
+    if not args.overwrite:
+        clash = [t for t in targets.values() if t.exists()]
+        if args.submission and Path(args.submission).exists():
+            clash.append(Path(args.submission))
+        if clash:
+            raise FileProblem(clash[0], "already exists; nothing was written (pass --overwrite)")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise NucleisegError(str(exc)) from None
+    model, config = load_model(args.model or DEFAULT_MODEL, device=device)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileProblem(out, f"cannot be created ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK):
+        raise FileProblem(out, "is not writable")
+    print(
+        f"segmenting {len(inputs)} image(s) with {args.model or DEFAULT_MODEL} on {device}",
+        file=sys.stderr,
+    )
+    total = 0
+    for image_id, path in _progress(inputs, "predict"):
+        image = read_image_file(path)
+        maps = drain(
+            predict_maps(
+                model, config, image, device=device, tile_size=args.tile_size, tta=args.tta
+            )
+        )
+        labels = labels_from_predicted(maps, config)
+        _write_tiff(targets[image_id], labels)
+        total += int(labels.max())
+    print(f"{total} nuclei in {len(inputs)} image(s) -> {out}", file=sys.stderr)
+    if args.submission:
+        write_submission(args.submission, ((i, read_label_image(targets[i])) for i, _ in inputs))
+        print(f"submission: {args.submission}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- train
+def _arch_kwargs(args: argparse.Namespace) -> dict:
+    if args.model == "unet":
+        kwargs = {"depth": args.depth, "base": args.width or 16}
+        return kwargs | ({"upsampling": args.upsampling} if args.upsampling else {})
+    return {"width": args.width or 32}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .inference import resolve_device
+    from .models import ModelConfig, load_model
+    from .models.checkpoint import TrainingInfo
+    from .preprocess import NormalizeConfig
+    from .training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileProblem(out, "already exists; choose another path or pass --overwrite")
+    if not out.parent.is_dir():
+        raise FileProblem(out.parent, "does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    exclude = read_ids(args.exclude_ids) if args.exclude_ids else []
+    val_ids = read_ids(args.val_ids) if args.val_ids else []
+    folders = find_samples(args.data, exclude_ids=set(exclude))
+    print(f"reading {len(folders)} samples ...", file=sys.stderr)
+    train_samples, val_samples = split_samples(read_samples(folders), val_ids)
+    if not train_samples:
+        raise FileProblem(args.data[0], "leaves no training sample after the exclusions")
+    info = TrainingInfo(
+        data_roots=[str(Path(d).resolve()) for d in args.data], exclude_ids=sorted(exclude)
+    )
+    if args.base_model:
+        model, base = load_model(args.base_model, device="cpu")
+        config = ModelConfig(
+            base.architecture,
+            base.arch_kwargs,
+            base.maps,
+            base.normalization,
+            base.postprocess,
+            info,
+        )
+    else:
+        model = None
+        config = ModelConfig(
+            args.model,
+            _arch_kwargs(args),
+            normalization=NormalizeConfig(channels=args.channels),
+            training=info,
+        )
+    settings = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        crop_size=args.crop_size,
+        repeats=args.repeats,
+        max_steps=args.steps_per_epoch,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        num_workers=args.workers,
+    )
+    device = resolve_device(args.device)
+    print(
+        f"training {config.architecture} on {len(train_samples)} samples "
+        f"({len(val_samples)} for validation) on {device}",
+        file=sys.stderr,
+    )
+    gen = train(
+        config, train_samples, val_samples, settings, model=model, checkpoint=out, device=device
+    )
+    bar = None
+    try:
+        while True:
+            p = next(gen)
+            if p.phase == "step":
+                if bar is None:
+                    bar = tqdm(
+                        total=p.steps,
+                        desc=f"epoch {p.epoch}/{p.epochs}",
+                        file=sys.stderr,
+                        leave=False,
+                        disable=None,
+                    )
+                bar.update(1)
+                bar.set_postfix(loss=f"{p.loss:.3f}")
+            else:
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                val = (
+                    ""
+                    if p.val_score is None
+                    else f" val DSB {p.val_score:.4f} (best {p.best_score:.4f})"
+                )
+                print(
+                    f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, lr {p.lr:.2e}{val}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    except StopIteration as stop:
+        result = stop.value
+    print(
+        f"best epoch {result.best_epoch}"
+        + ("" if result.best_score is None else f", validation DSB2018 {result.best_score:.4f}")
+        + f"; checkpoint: {result.checkpoint}"
+    )
+    return 0
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -201,6 +374,50 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("samples", help="copy the shipped sample folders into a folder")
     p.add_argument("-o", "--output", required=True, help="folder to copy the samples into")
     p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("predict", help="segment images into instance-label TIFFs")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (PNG, TIFF, JPEG), stage-1 sample folders or roots",
+    )
+    p.add_argument("-o", "--output", required=True, help="folder for <id>.tif label images")
+    p.add_argument("--model", help="shipped model name or checkpoint path (default: the best)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--submission", help="also write a Kaggle DSB2018 submission CSV")
+    p.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
+    p.add_argument("--tile-size", type=int, help="tile side in pixels (default: automatic)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train or fine-tune a model on stage-1 roots")
+    p.add_argument("data", nargs="+", help="stage-1 roots or sample folders (several allowed)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--model", choices=["unet", "linknet"], default="unet")
+    p.add_argument("--base-model", help="fine-tune this shipped model name or checkpoint")
+    p.add_argument("--width", type=int, help="U-Net base width (16) or LinkNet width (32)")
+    p.add_argument("--depth", type=int, default=4, help="U-Net depth (4)")
+    p.add_argument("--upsampling", choices=["transpose", "resize"], help="U-Net upsampling")
+    p.add_argument(
+        "--channels", choices=["grey", "rgb"], default="grey", help="what the network sees (grey)"
+    )
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, help="cap on optimiser steps per epoch")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=1, help="crops per sample per epoch")
+    p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    p.add_argument("--exclude-ids", help="file of ids never to train on")
+    p.add_argument("--val-ids", help="file of ids to validate on (DSB2018 score each epoch)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
@@ -213,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     except NucleisegError as exc:
         print(f"nucleiseg {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"nucleiseg {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -164,3 +164,53 @@ def read_label_image(path: str | Path) -> np.ndarray:
 def label_dtype(n_labels: int) -> np.dtype:
     """uint16 for up to 65,535 labels, uint32 beyond."""
     return np.dtype(np.uint16) if n_labels <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
+
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """Read a 2-D microscope image of any common kind: PNG, TIFF or JPEG.
+
+    Grey, RGB and RGBA are returned as stored, in their own dtype (uint8,
+    uint16, float); the network's normalisation takes care of the rest.
+
+    Returns
+    -------
+    (H, W), (H, W, 3) or (H, W, 4) ndarray
+
+    Raises
+    ------
+    FileProblem
+        Missing, unreadable or unsupported file, an empty image, or a 3-D stack.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileProblem(path, "does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise FileProblem(path, f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})")
+    if suffix in (".tif", ".tiff"):
+        try:
+            array = np.asarray(tifffile.imread(path))
+        except Exception as exc:  # tifffile raises many types on a corrupt file
+            raise FileProblem(path, f"cannot be read as TIFF ({exc})") from None
+    else:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                if im.mode == "P":
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                array = np.asarray(im)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise FileProblem(path, f"cannot be decoded as an image ({exc})") from None
+    if array.size == 0:
+        raise FileProblem(path, "is an empty image (0 pixels)")
+    is_2d = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))
+    if not is_2d:
+        raise FileProblem(
+            path, f"has shape {array.shape}: expected one 2-D image, grey, RGB or RGBA"
+        )
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    return array

@@ -1,0 +1,287 @@
+"""Run a model on any image size: device choice, tiles with tapered blending, batches, flips.
+
+``predict_maps`` is a generator (it yields ``(done, total)`` after each batch
+of tiles and returns the maps) so that a napari ``thread_worker`` can report
+progress and cancel between batches; :func:`drain` runs it to the end in a
+script, and :func:`segment` is the one-call path from image to labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from dataclasses import asdict
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+import torch
+
+from .postprocess import labels_from_maps
+from .preprocess import normalize
+
+if TYPE_CHECKING:
+    from .models import ModelConfig, SegmentationModel
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: with ``tile_size=None``, images up to this many (padded) pixels run as one tile
+WHOLE_IMAGE_PIXELS = 1536 * 1536
+#: tile side used for larger images when ``tile_size=None``
+DEFAULT_TILE = 1024
+#: the four flips of test-time augmentation, as tensor dims to flip
+_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+T = TypeVar("T")
+Y = TypeVar("Y")
+Progress = Generator[tuple[int, int], None, T]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device for a name: "auto" takes CUDA, then Apple MPS, then the CPU.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or a device that this machine's PyTorch cannot use.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    if (base == "cuda" and not cuda) or (base == "mps" and not mps):
+        raise ValueError(f"device {device!r} is not available here; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def drain(gen: Generator[Y, None, T], progress: Callable[[Y], object] | None = None) -> T:
+    """Run a progress generator to its end and return its value.
+
+    Parameters
+    ----------
+    gen : generator
+        E.g. :func:`predict_maps` (yields ``(done, total)``) or ``training.train``.
+    progress : callable, optional
+        Called with every yielded item (e.g. to update a progress bar).
+    """
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(step)
+
+
+def tile_starts(length: int, tile: int, overlap: int, divisor: int) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``length`` with at least ``overlap``.
+
+    ``length`` and ``tile`` are multiples of ``divisor``; starts are too, so every
+    tile sees the same pooling grid as the whole image.
+    """
+    if tile >= length:
+        return [0]
+    step = max(tile - overlap, divisor)
+    n = math.ceil((length - tile) / step) + 1
+    units = (length - tile) // divisor
+    return sorted({divisor * round(i * units / (n - 1)) for i in range(n)})
+
+
+def _ramp(tile: int, start: int, length: int, overlap: int) -> np.ndarray:
+    """1-D blending weight of a tile: a raised-cosine ramp over ``overlap`` at inner edges.
+
+    Edges on the image border keep weight 1; the weights never reach 0.
+    """
+    w = np.ones(tile, dtype=np.float32)
+    n = min(overlap, tile // 2)
+    if n > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+        if start > 0:
+            w[:n] = ramp
+        if start + tile < length:
+            w[-n:] = ramp[::-1]
+    return w
+
+
+def _validate_run(
+    model: SegmentationModel,
+    config: ModelConfig,
+    tile_size: int | None,
+    overlap: int,
+    batch_size: int,
+) -> None:
+    if tile_size is not None and tile_size < model.divisor:
+        raise ValueError(
+            f"tile_size {tile_size} is smaller than the network's divisor {model.divisor}"
+        )
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if model.in_channels != config.in_channels or model.out_channels != config.out_channels:
+        raise ValueError(
+            f"model has {model.in_channels} -> {model.out_channels} channels but its config "
+            f"says {config.in_channels} -> {config.out_channels}"
+        )
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def predict_maps(
+    model: SegmentationModel,
+    config: ModelConfig,
+    image: np.ndarray,
+    *,
+    device: str | torch.device | None = None,
+    tile_size: int | None = None,
+    overlap: int = 96,
+    batch_size: int = 4,
+    tta: bool = False,
+) -> Progress[np.ndarray]:
+    """Probability maps of an image of any size; a generator of progress.
+
+    Normalises with ``config.normalization``, pads (by reflection) to the
+    network's divisor, cuts tiles that overlap by ``overlap`` pixels, runs them
+    in batches, and blends them with raised-cosine weights, so that peak
+    memory is bounded by the tile size and tile borders leave no seams.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        Put in eval mode for the call (its mode is restored after).
+    config : ModelConfig
+        The model's config (normalisation and map names).
+    image : (H, W), (H, W, 3) or (H, W, 4) ndarray of any numeric dtype
+    device : str or torch.device, optional
+        Where to run; the model is moved there. None keeps the model's device.
+    tile_size : int, optional
+        Tile side in pixels (rounded down to the divisor). None: one tile up to
+        ``WHOLE_IMAGE_PIXELS`` padded pixels, tiles of ``DEFAULT_TILE`` beyond.
+    overlap : int
+        Pixels shared by neighbouring tiles; the blending ramp is this wide.
+    batch_size : int
+        Tiles per forward pass.
+    tta : bool
+        Average over the four flips of every tile (4x the time).
+
+    Yields
+    ------
+    (done, total) : (int, int)
+        Forward passes done and to do, after each batch.
+
+    Returns
+    -------
+    (len(config.maps), H, W) ndarray of float32
+        Probabilities in [0, 1], in the order of ``config.maps``.
+    """
+    _validate_run(model, config, tile_size, overlap, batch_size)
+    dev = _model_device(model) if device is None else resolve_device(device)
+    x = normalize(image, config.normalization)
+    c, h, w = x.shape
+    div = model.divisor
+    ph, pw = -(-h // div) * div, -(-w // div) * div
+    x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect" if min(h, w) > 1 else "edge")
+    if tile_size is None:
+        tile_size = max(ph, pw) if ph * pw <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE
+    tile = max(div, tile_size // div * div)
+    th, tw = min(tile, ph), min(tile, pw)
+    ys, xs = tile_starts(ph, th, overlap, div), tile_starts(pw, tw, overlap, div)
+    wy = {y: _ramp(th, y, ph, overlap) for y in ys}
+    wx = {x0: _ramp(tw, x0, pw, overlap) for x0 in xs}
+    # tiles form a grid, so the sum of weights is separable
+    norm_y, norm_x = np.zeros(ph, np.float32), np.zeros(pw, np.float32)
+    for y in ys:
+        norm_y[y : y + th] += wy[y]
+    for x0 in xs:
+        norm_x[x0 : x0 + tw] += wx[x0]
+    out = np.zeros((model.out_channels, ph, pw), dtype=np.float32)
+    tiles = [(y, x0) for y in ys for x0 in xs]
+    flips = _FLIPS if tta else _FLIPS[:1]
+    total = len(tiles) * len(flips)
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        with torch.inference_mode():
+            done = 0
+            for i in range(0, len(tiles), batch_size):
+                batch = tiles[i : i + batch_size]
+                xb = torch.from_numpy(np.stack([x[:, y : y + th, x0 : x0 + tw] for y, x0 in batch]))
+                xb = xb.to(dev)
+                prob = torch.zeros((len(batch), model.out_channels, th, tw), device=dev)
+                for dims in flips:
+                    xf = torch.flip(xb, dims) if dims else xb
+                    yf = torch.sigmoid(model(xf).float())
+                    prob += torch.flip(yf, dims) if dims else yf
+                    done += len(batch)
+                prob = (prob / len(flips)).cpu().numpy()
+                for (y, x0), p in zip(batch, prob, strict=True):
+                    out[:, y : y + th, x0 : x0 + tw] += p * np.outer(wy[y], wx[x0])
+                yield done, total
+    finally:
+        model.train(was_training)
+    out /= np.outer(norm_y, norm_x)
+    return np.ascontiguousarray(out[:, :h, :w])
+
+
+def labels_from_predicted(maps: np.ndarray, config: ModelConfig, **overrides) -> np.ndarray:
+    """Instance labels from :func:`predict_maps` output with the config's thresholds.
+
+    Parameters
+    ----------
+    maps : (M, H, W) ndarray of float32
+        Maps in the order of ``config.maps``; every map after the body (border,
+        contour) counts as a separator.
+    **overrides
+        Thresholds replacing the config's (see ``PostprocessConfig``).
+
+    Returns
+    -------
+    (H, W) ndarray of uint16 or uint32
+    """
+    params = {**asdict(config.postprocess), **overrides}
+    return labels_from_maps(maps[0], maps[1:].max(axis=0), **params)
+
+
+def segment(
+    image: np.ndarray,
+    model: SegmentationModel,
+    config: ModelConfig,
+    *,
+    device: str | torch.device | None = None,
+    tile_size: int | None = None,
+    overlap: int = 96,
+    batch_size: int = 4,
+    tta: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    **thresholds,
+) -> np.ndarray:
+    """Instance labels of an image: normalise, network, seeded watershed.
+
+    Parameters are those of :func:`predict_maps`, plus ``progress`` (called
+    with (done, total)) and threshold overrides (see ``PostprocessConfig``).
+
+    Returns
+    -------
+    (H, W) ndarray of uint16 (uint32 beyond 65,535 nuclei)
+        0 = background.
+    """
+    maps = drain(
+        predict_maps(
+            model,
+            config,
+            image,
+            device=device,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            tta=tta,
+        ),
+        None if progress is None else lambda step: progress(*step),
+    )
+    return labels_from_predicted(maps, config, **thresholds)

@@ -1,0 +1,323 @@
+"""Checkpoints: weights and the config that rebuilds the model and its preprocessing, in one file.
+
+A checkpoint is ``torch.save({"format": "napari-nucleiseg", "version": 1,
+"config": <JSON text>, "state_dict": {name: tensor}})``: plain data only, so it
+loads with ``torch.load(weights_only=True)`` and no pickled code ever runs.
+The config says which architecture and arguments to build, how to normalise
+images, which maps the outputs are, the default post-processing thresholds,
+and how the weights were trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import FileProblem
+from ..postprocess import MAPS, PostprocessConfig
+from ..preprocess import NormalizeConfig
+from .registry import SegmentationModel, create_model
+
+FORMAT = "napari-nucleiseg"
+VERSION = 1
+#: folder of the shipped checkpoints, ``<name>.pt`` each
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: the shipped model that ``predict`` and the widgets use unless told otherwise (the better one)
+DEFAULT_MODEL = "dsb2018-linknet"
+
+
+@dataclass
+class TrainingInfo:
+    """How a checkpoint's weights were made (for its model card and for users).
+
+    Attributes
+    ----------
+    data_roots : list of str
+        Stage-1 roots trained on.
+    exclude_ids, val_ids : list of str
+        Ids never trained on; ids validated on.
+    epochs : int
+        Epochs run.
+    scores : dict
+        Validation results, e.g. ``{"val_dsb": 0.61, "best_epoch": 12}``.
+    machine : str
+        Where it trained (device, CPU/GPU name).
+    settings : dict
+        Optimiser, learning rate, batch size, crop size, seed, augmentation, ...
+    """
+
+    data_roots: list[str] = field(default_factory=list)
+    exclude_ids: list[str] = field(default_factory=list)
+    val_ids: list[str] = field(default_factory=list)
+    epochs: int = 0
+    scores: dict[str, Any] = field(default_factory=dict)
+    machine: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model and use it, saved beside its weights.
+
+    Attributes
+    ----------
+    architecture : str
+        A registered model name ("unet", "linknet").
+    arch_kwargs : dict
+        The architecture's arguments other than ``in_channels``/``out_channels``.
+    maps : tuple of str
+        The output maps in order; the first two are "body" and "border".
+    normalization : NormalizeConfig
+        How images are normalised (also fixes ``in_channels``).
+    postprocess : PostprocessConfig
+        Default thresholds for turning maps into labels.
+    training : TrainingInfo
+        How the weights were trained.
+    """
+
+    architecture: str = "unet"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    maps: tuple[str, ...] = ("body", "border")
+    normalization: NormalizeConfig = field(default_factory=NormalizeConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    training: TrainingInfo = field(default_factory=TrainingInfo)
+
+    def __post_init__(self) -> None:
+        self.maps = tuple(self.maps)
+        if self.maps[:2] != ("body", "border") or any(m not in MAPS for m in self.maps):
+            raise ValueError(
+                f"maps must be 'body', 'border' and optionally 'contour', got {self.maps}"
+            )
+        clash = {"in_channels", "out_channels"} & set(self.arch_kwargs)
+        if clash:
+            raise ValueError(
+                f"arch_kwargs must not set {', '.join(sorted(clash))}: they follow "
+                "normalization.channels and maps"
+            )
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels, fixed by the normalisation (1 grey, 3 rgb)."""
+        return self.normalization.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels: one per map."""
+        return len(self.maps)
+
+    def build(self) -> SegmentationModel:
+        """A model of this config's architecture with random weights."""
+        return create_model(
+            self.architecture,
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            **self.arch_kwargs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        d = asdict(self)
+        d["maps"] = list(self.maps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Raises
+        ------
+        ValueError
+            On unknown keys or invalid values.
+        """
+        d = dict(d)
+        parts = {
+            "normalization": NormalizeConfig,
+            "postprocess": PostprocessConfig,
+            "training": TrainingInfo,
+        }
+        for key, kind in parts.items():
+            if key in d:
+                d[key] = _dataclass_from(kind, d[key], key)
+        return _dataclass_from(cls, d, "config")
+
+
+def _dataclass_from(kind: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(d).__name__}")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where} has unknown keys: {', '.join(unknown)}")
+    return kind(**d)
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: torch.nn.Module, config: ModelConfig, *, half: bool = False
+) -> Path:
+    """Write weights and config to ``path`` atomically (temp file, then rename).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination (``.pt`` by convention); its folder must exist.
+    model : SegmentationModel
+        The model whose ``state_dict`` is saved (moved to CPU in the file).
+    config : ModelConfig
+        Its config; must build a model the weights fit.
+    half : bool
+        Store floating-point weights as float16 (half the file size); they are
+        loaded back as float32.
+
+    Returns
+    -------
+    Path
+        ``path``. On failure the previous file at ``path``, if any, is untouched.
+    """
+    path = Path(path)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        state[name] = tensor.contiguous()
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": json.dumps(config.to_dict()),
+        "state_dict": state,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def shipped_models() -> list[str]:
+    """Names of the checkpoints shipped in the package (``weights/<name>.pt``)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt")) if WEIGHTS_DIR.is_dir() else []
+
+
+def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
+    """The checkpoint file of a path or a shipped model name.
+
+    Raises
+    ------
+    FileProblem
+        Neither an existing file nor a shipped name (the message lists the names).
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    shipped = WEIGHTS_DIR / f"{path_or_name}.pt"
+    if isinstance(path_or_name, str) and os.sep not in path_or_name and shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_models()) or "none yet"
+    raise FileProblem(path, f"is neither a checkpoint file nor a shipped model name ({names})")
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Read a checkpoint's config and weights safely, without building the model.
+
+    Raises
+    ------
+    FileProblem
+        Missing file, not a torch file, a file holding code or objects other
+        than plain data, or not a napari-nucleiseg checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileProblem(path, "does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types on a corrupt or unsafe file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileProblem(
+            path, f"is not a readable napari-nucleiseg checkpoint (torch.load refused it: {first})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise FileProblem(path, f"is a torch file but not a {FORMAT} checkpoint (no 'format' key)")
+    if payload.get("version") != VERSION:
+        raise FileProblem(
+            path,
+            f"is checkpoint format version {payload.get('version')}; this version reads {VERSION}",
+        )
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise FileProblem(path, "has no valid 'state_dict' of tensors")
+    try:
+        config = ModelConfig.from_dict(json.loads(payload["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FileProblem(path, f"has an invalid config: {exc}") from None
+    return config, state
+
+
+def _mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """Why ``state`` does not fit ``model``, or '' when it does."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            problems.append(f"{len(items)} {label} ({', '.join(items[:3])}{more})")
+    return "; ".join(problems)
+
+
+def load_model(
+    path_or_name: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[SegmentationModel, ModelConfig]:
+    """Rebuild a model from a checkpoint file or shipped name, in eval mode on ``device``.
+
+    Parameters
+    ----------
+    path_or_name : str or path-like
+        A checkpoint file, or the name of a shipped model (see :func:`shipped_models`).
+    device : str or torch.device
+        "auto", "cpu", "cuda", "mps" (see :func:`napari_nucleiseg.inference.resolve_device`)
+        or a torch device.
+
+    Returns
+    -------
+    model : SegmentationModel
+    config : ModelConfig
+
+    Raises
+    ------
+    FileProblem
+        The file cannot be read (see :func:`read_checkpoint`), its config names
+        an unknown architecture, or its weights do not fit the architecture its
+        config names.
+    """
+    from ..inference import resolve_device  # inference imports this module
+
+    path = resolve_checkpoint(path_or_name)
+    config, state = read_checkpoint(path)
+    try:
+        model = config.build()
+    except ValueError as exc:
+        raise FileProblem(path, f"names a model that cannot be built: {exc}") from None
+    problem = _mismatch(model, state)
+    if problem:
+        raise FileProblem(
+            path,
+            f"weights do not fit the {config.architecture!r} model its config names: {problem}",
+        )
+    model.load_state_dict(state)
+    return model.to(resolve_device(device)).eval(), config

@@ -1,0 +1,163 @@
+"""Training data: stage-1 samples from one or more roots, served as augmented crops with targets.
+
+Each item is drawn fresh: stain jitter on the raw image, the shared
+normalisation (:func:`napari_nucleiseg.preprocess.normalize`, on the whole
+image, as at inference), one joint random warp of image and labels, image-only
+intensity jitter, then the target maps computed from the warped labels (so a
+touching border stays ``border_width`` pixels wide at every zoom). The random
+numbers of item ``i`` in epoch ``e`` come from ``(seed, e, i)`` alone, so a
+run is reproducible whatever the order or number of loader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FileProblem
+from ..io import Sample, read_sample, resolve_samples
+from ..postprocess import targets_from_labels
+from ..preprocess import NormalizeConfig, normalize
+from .augment import AugmentConfig, jitter_stain, random_crop
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """Ids listed one per line in a text file (blank lines and ``#`` comments skipped).
+
+    Raises
+    ------
+    FileProblem
+        The file is missing or unreadable.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise FileProblem(path, f"cannot be read ({exc.strerror or exc})") from None
+    return [s for s in (line.split("#")[0].strip() for line in lines) if s]
+
+
+def find_samples(
+    roots: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    exclude_ids: Collection[str] = (),
+) -> list[Path]:
+    """Sample folders of one or more stage-1 roots (or sample folders), minus excluded ids.
+
+    An id found under several roots is taken from the first root that has it.
+
+    Raises
+    ------
+    FileProblem
+        A root that holds no stage-1 sample.
+    """
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    seen: dict[str, Path] = {}
+    for root in roots:
+        for folder in resolve_samples(root):
+            if folder.name not in exclude_ids:
+                seen.setdefault(folder.name, folder)
+    return list(seen.values())
+
+
+def read_samples(folders: Sequence[str | os.PathLike], workers: int = 4) -> list[Sample]:
+    """Read annotated samples (image and labels), in the order given, with a few threads.
+
+    Raises
+    ------
+    FileProblem
+        A sample that cannot be read, or one without masks (training needs them).
+    """
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        samples = list(pool.map(read_sample, folders))
+    for sample in samples:
+        if sample.labels is None:
+            raise FileProblem(sample.path, "has no masks/ folder; training needs annotated samples")
+    return samples
+
+
+def split_samples(
+    samples: Sequence[Sample], val_ids: Collection[str]
+) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) by id: samples whose id is in ``val_ids`` validate."""
+    val_ids = set(val_ids)
+    return [s for s in samples if s.id not in val_ids], [s for s in samples if s.id in val_ids]
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Augmented random crops of annotated samples and their target maps.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        Annotated samples (``labels`` not None).
+    maps : sequence of str
+        Target maps, e.g. ("body", "border"); see ``targets_from_labels``.
+    normalization : NormalizeConfig
+        The model's normalisation.
+    augment : AugmentConfig
+        Random transforms; ``AugmentConfig.none()`` for plain crops.
+    crop_size : int
+        Side of the square crops (smaller images are mirrored to fill it).
+    repeats : int
+        Crops per sample per epoch (the dataset's length is ``repeats * len(samples)``).
+    border_width : int
+        Radius of the touching-border target.
+    seed : int
+        Base of every item's random numbers.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        maps: Sequence[str] = ("body", "border"),
+        normalization: NormalizeConfig | None = None,
+        augment: AugmentConfig | None = None,
+        crop_size: int = 256,
+        repeats: int = 1,
+        border_width: int = 2,
+        seed: int = 0,
+    ):
+        if not samples:
+            raise ValueError("no training samples")
+        missing = [s.id for s in samples if s.labels is None]
+        if missing:
+            raise ValueError(f"samples without labels cannot train: {', '.join(missing[:3])}")
+        if crop_size < 8 or repeats < 1:
+            raise ValueError(f"need crop_size >= 8 and repeats >= 1, got {crop_size}, {repeats}")
+        self.samples = list(samples)
+        self.maps = tuple(maps)
+        self.normalization = normalization or NormalizeConfig()
+        self.augment = augment or AugmentConfig()
+        self.crop_size, self.repeats, self.border_width = crop_size, repeats, border_width
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a new set of crops (call at the start of every epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.repeats
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One crop.
+
+        Returns
+        -------
+        image : (C, S, S) float32 tensor
+        targets : (len(maps), S, S) float32 tensor of 0 and 1
+        """
+        sample = self.samples[index % len(self.samples)]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        raw = jitter_stain(sample.image, rng, self.augment)
+        image = normalize(raw, self.normalization)
+        crop, labels = random_crop(image, sample.labels, rng, self.augment, self.crop_size)
+        targets = targets_from_labels(labels, self.maps, self.border_width)
+        return torch.from_numpy(crop), torch.from_numpy(targets)

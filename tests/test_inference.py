@@ -1,0 +1,130 @@
+"""Inference: devices, tiling with blending equals one pass, batching, flips, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nucleiseg.inference import (
+    drain,
+    predict_maps,
+    resolve_device,
+    segment,
+    tile_starts,
+)
+from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.models import ModelConfig
+from napari_nucleiseg.samples import sample_folder
+
+
+@pytest.fixture(scope="module")
+def model_and_config():
+    torch.manual_seed(0)
+    config = ModelConfig("unet", {"depth": 3, "base": 8})
+    return config.build().eval(), config
+
+
+@pytest.fixture(scope="module")
+def image():
+    return read_sample(sample_folder("histology")).image  # 256x320 RGB
+
+
+def run(gen):
+    steps = []
+    maps = drain(gen, steps.append)
+    return maps, steps
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected is None:
+        mps = getattr(torch.backends, "mps", None)
+        expected = "mps" if mps is not None and mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="auto, cpu, cuda, mps"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            resolve_device("cuda")
+
+
+def test_whole_image_maps(model_and_config, image):
+    model, config = model_and_config
+    maps, steps = run(predict_maps(model, config, image, device="cpu"))
+    assert maps.shape == (2, 256, 320) and maps.dtype == np.float32
+    assert 0 <= maps.min() and maps.max() <= 1
+    assert steps == [(1, 1)]
+
+
+def test_tiled_equals_untiled(model_and_config, image):
+    model, config = model_and_config
+    whole, _ = run(predict_maps(model, config, image))
+    tiled, steps = run(predict_maps(model, config, image, tile_size=128, overlap=64, batch_size=2))
+    assert steps[-1] == (12, 12) and len(steps) == 6  # a 3x4 grid, 2 tiles per batch
+    assert np.abs(tiled - whole).max() < 1e-3
+
+
+def test_batching_does_not_change_the_result(model_and_config, image):
+    model, config = model_and_config
+    one, steps_one = run(predict_maps(model, config, image, tile_size=96, overlap=32, batch_size=1))
+    many, steps_many = run(
+        predict_maps(model, config, image, tile_size=96, overlap=32, batch_size=5)
+    )
+    assert len(steps_one) > len(steps_many)
+    np.testing.assert_allclose(one, many, atol=1e-5)
+
+
+def test_odd_sizes_and_dtypes(model_and_config):
+    model, config = model_and_config
+    rng = np.random.default_rng(0)
+    for img in (
+        rng.integers(0, 65535, (37, 91), dtype=np.uint16),
+        rng.random((50, 61, 4)),
+        rng.integers(0, 255, (3, 5), dtype=np.uint8),
+    ):
+        maps = drain(predict_maps(model, config, img, tile_size=32, overlap=8))
+        assert maps.shape == (2, *img.shape[:2])
+        assert np.isfinite(maps).all()
+
+
+def test_flips_average_and_model_mode_is_restored(model_and_config, image):
+    model, config = model_and_config
+    model.train()
+    maps, steps = run(predict_maps(model, config, image, tta=True))
+    assert model.training
+    model.eval()
+    assert steps[-1] == (4, 4)
+    plain = drain(predict_maps(model, config, image))
+    assert maps.shape == plain.shape and not np.array_equal(maps, plain)
+    # a flipped image gives the flipped maps when flips are averaged
+    flipped = drain(predict_maps(model, config, image[:, ::-1].copy(), tta=True))
+    np.testing.assert_allclose(flipped[:, :, ::-1], maps, atol=1e-4)
+
+
+def test_segment_returns_labels(model_and_config, image):
+    model, config = model_and_config
+    calls = []
+    labels = segment(image, model, config, progress=lambda d, t: calls.append((d, t)))
+    assert labels.shape == image.shape[:2] and labels.dtype == np.uint16
+    assert calls == [(1, 1)]
+    none = segment(image, model, config, prob_threshold=1.0)
+    assert none.max() == 0
+
+
+def test_tile_starts_cover_with_overlap():
+    for length, tile, overlap in [(512, 128, 32), (320, 128, 64), (1024, 1024, 64), (96, 64, 0)]:
+        starts = tile_starts(length, tile, overlap, 16)
+        assert starts[0] == 0 and starts[-1] + tile == length
+        assert all(s % 16 == 0 for s in starts)
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_bad_arguments(model_and_config, image):
+    model, config = model_and_config
+    with pytest.raises(ValueError, match="divisor"):
+        drain(predict_maps(model, config, image, tile_size=4))
+    with pytest.raises(ValueError, match="channels"):
+        drain(predict_maps(model, ModelConfig(maps=("body", "border", "contour")), image))

@@ -1,0 +1,137 @@
+"""Training: the loss falls on real samples, a seed repeats a run, cancel stops, the best loads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nucleiseg.inference import drain
+from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.models import ModelConfig, TrainingInfo, load_model
+from napari_nucleiseg.samples import sample_folder
+from napari_nucleiseg.training import (
+    AugmentConfig,
+    TrainConfig,
+    bce_dice_loss,
+    lr_factor,
+    make_optimizer,
+    train,
+)
+
+CONFIG = ModelConfig("unet", {"depth": 2, "base": 8})
+QUICK = TrainConfig(
+    epochs=1, batch_size=4, crop_size=96, repeats=2, optimizer="adam", lr=1e-2,
+    schedule="constant", weight_decay=0.0, augment=AugmentConfig.none(), seed=0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [read_sample(sample_folder(kind)) for kind in ("fluorescence", "histology")]
+
+
+def step_losses(gen) -> list[float]:
+    losses = []
+    drain(gen, lambda p: p.phase == "step" and losses.append(p.loss))
+    return losses
+
+
+def test_a_few_steps_reduce_the_loss(samples):
+    settings = replace(QUICK, repeats=24)  # 12 steps
+    losses = step_losses(train(CONFIG, samples, settings=settings, device="cpu"))
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+
+
+def test_same_seed_same_run(samples):
+    settings = replace(QUICK, augment=AugmentConfig(), max_steps=1)
+    a = step_losses(train(CONFIG, samples, settings=settings, device="cpu"))
+    b = step_losses(train(CONFIG, samples, settings=settings, device="cpu"))
+    assert a == b
+    other = replace(settings, seed=1)
+    assert step_losses(train(CONFIG, samples, settings=other, device="cpu")) != a
+
+
+def test_cancel_stops_promptly(samples, tmp_path):
+    polls = []
+
+    def should_stop() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    settings = replace(QUICK, epochs=50, repeats=4)
+    gen = train(CONFIG, samples, samples[:1], settings, checkpoint=tmp_path / "c.pt", device="cpu",
+                should_stop=should_stop)  # fmt: skip
+    events = []
+    result = drain(gen, events.append)
+    assert result.cancelled
+    assert [e.phase for e in events] == ["step", "step"]
+    assert result.history == [] and result.checkpoint is None
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_closing_the_generator_stops_it(samples):
+    gen = train(CONFIG, samples, settings=replace(QUICK, epochs=50))
+    assert next(gen).phase == "step"
+    gen.close()  # what napari's thread_worker does on quit
+
+
+def test_best_checkpoint_is_kept_and_loads(samples, tmp_path):
+    path = tmp_path / "best.pt"
+    config = ModelConfig(
+        "linknet", {"width": 8}, training=TrainingInfo(data_roots=["shipped"], exclude_ids=["x"])
+    )
+    settings = replace(QUICK, epochs=2)
+    epochs = []
+    result = drain(
+        train(config, samples[1:], samples[:1], settings, checkpoint=path, device="cpu"),
+        lambda p: p.phase == "epoch" and epochs.append(p),
+    )
+    assert [e.epoch for e in epochs] == [1, 2]
+    assert all(e.val_score is not None and 0 <= e.val_score <= 1 for e in epochs)
+    assert result.best_score == max(e.val_score for e in epochs)
+    assert result.checkpoint == path and path.is_file()
+    model, loaded = load_model(path)
+    info = loaded.training
+    assert info.data_roots == ["shipped"] and info.exclude_ids == ["x"]
+    assert info.val_ids == [samples[0].id]
+    assert info.scores["val_dsb"] == result.best_score
+    assert info.epochs == result.best_epoch
+    assert info.settings["optimizer"] == "adam" and info.machine.startswith("cpu")
+    # the returned model holds the best weights, as the file does
+    x = torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), result.model.eval()(x))
+
+
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "adamw"])
+def test_optimizers_step(name):
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = make_optimizer([w], TrainConfig(optimizer=name, lr=0.1, weight_decay=0.01))
+    (w**2).sum().backward()
+    opt.step()
+    assert (w < 1).all()
+    if name == "sgd":
+        assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_schedules():
+    cosine = TrainConfig(schedule="cosine", min_lr_factor=0.01)
+    assert lr_factor(0, 100, 10, cosine) == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10, cosine) == pytest.approx(0.01)
+    step = TrainConfig(schedule="step", step_epochs=2, step_gamma=0.5)
+    assert [lr_factor(s, 100, 10, step) for s in (0, 19, 20, 40)] == [1, 1, 0.5, 0.25]
+    warm = TrainConfig(schedule="constant", warmup_steps=4)
+    assert [lr_factor(s, 100, 10, warm) for s in range(5)] == [0.25, 0.5, 0.75, 1, 1]
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs")
+
+
+def test_loss_is_low_for_a_perfect_prediction():
+    targets = (torch.rand(2, 2, 16, 16) > 0.5).float()
+    perfect = bce_dice_loss((targets * 2 - 1) * 20, targets)
+    wrong = bce_dice_loss((1 - targets * 2) * 20, targets)
+    assert perfect < 0.01 < wrong
