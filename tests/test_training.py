@@ -135,3 +135,21 @@ def test_loss_is_low_for_a_perfect_prediction():
     perfect = bce_dice_loss((targets * 2 - 1) * 20, targets)
     wrong = bce_dice_loss((1 - targets * 2) * 20, targets)
     assert perfect < 0.01 < wrong
+
+
+def test_tune_postprocess_is_never_worse_than_the_defaults():
+    import torch
+
+    from napari_nucleiseg.io import read_sample
+    from napari_nucleiseg.models import ModelConfig
+    from napari_nucleiseg.samples import sample_folder
+    from napari_nucleiseg.training.tune import tune_postprocess
+
+    torch.manual_seed(0)
+    config = ModelConfig("unet", {"depth": 2, "base": 4})
+    samples = [read_sample(sample_folder("fluorescence"))]
+    best, best_score, default_score = tune_postprocess(
+        config.build(), config, samples, prob_thresholds=(0.3, 0.5), seed_thresholds=(0.5, 0.7)
+    )
+    assert best_score >= default_score
+    assert best.prob_threshold in (0.3, 0.5) and best.seed_threshold in (0.5, 0.7)

@@ -248,7 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .inference import resolve_device
-    from .models import ModelConfig, load_model
+    from .models import ModelConfig, load_model, save_checkpoint
     from .models.checkpoint import TrainingInfo
     from .preprocess import NormalizeConfig
     from .training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
@@ -340,6 +340,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
     except StopIteration as stop:
         result = stop.value
+    if result.checkpoint is not None:  # the final card holds the whole history
+        save_checkpoint(result.checkpoint, result.model, result.config)
     print(
         f"best epoch {result.best_epoch}"
         + ("" if result.best_score is None else f", validation DSB2018 {result.best_score:.4f}")

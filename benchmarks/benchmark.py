@@ -1,0 +1,267 @@
+"""The figures the project is judged by, in one table each.
+
+    python benchmarks/benchmark.py [--models dsb2018-linknet dsb2018-unet] [--sections ...]
+
+- accuracy: AP at IoU 0.5 ... 0.9 (mean over images and pooled) and the DSB2018
+  score on the StarDist paper's 50 test images (original masks), beside that
+  paper's Table 1; the DSB2018 score on our validation split, by kind of image.
+- speed: seconds per image end to end (read the PNG, normalise, network,
+  post-processing) at 256x256, 520x696 and 1024x1024 on each device here, and
+  the ratio to a plain 2015-size U-Net's forward pass on the same image in the
+  same run (the reference).
+- memory: peak resident memory and time for an 8192x8192 mosaic of real
+  images, tiled; and seams: labels of a 2048x2048 mosaic tiled (512-pixel
+  tiles) against untiled.
+Timings are medians of a few runs; compare ratios, not seconds, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_nucleiseg.inference import drain, labels_from_predicted, predict_maps, resolve_device
+from napari_nucleiseg.io import list_samples
+from napari_nucleiseg.io.images import read_image_file
+from napari_nucleiseg.io.stage1 import image_path
+from napari_nucleiseg.metrics import score_image
+from napari_nucleiseg.models import DEFAULT_MODEL, create_model, load_model, shipped_models
+
+DATA = Path(__file__).parents[2] / "shared" / "data" / "dsb2018"
+TABLE1 = {
+    "U-Net, 2 classes (paper)": (0.674, 0.598, 0.534, 0.415, 0.203),
+    "U-Net, 3 classes (paper)": (0.806, 0.743, 0.654, 0.491, 0.226),
+    "Mask R-CNN (paper)": (0.832, 0.773, 0.684, 0.489, 0.189),
+    "StarDist (paper)": (0.864, 0.804, 0.685, 0.450, 0.119),
+}
+SIZES = ((256, 256), (520, 696), (1024, 1024))
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------ accuracy
+def accuracy(models: list[str]) -> None:
+    print("\n## Accuracy: StarDist paper test split (50 images, stage1_train masks)\n")
+    print(
+        "Scores as stored in each shipped model's card by scripts/ship_models.py "
+        "(thresholds tuned on the validation split only).\n"
+    )
+    print(
+        "| model | AP@0.5 | AP@0.6 | AP@0.7 | AP@0.8 | AP@0.9 | DSB2018 | validation DSB (by kind) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in models:
+        _, config = load_model(name)
+        s = config.training.scores
+        if "stardist_test_ap" not in s:
+            print(f"| {name} | (no scores in its card) |")
+            continue
+        for key, label in (("stardist_test_ap", "mean"), ("stardist_test_ap_pooled", "pooled")):
+            ap = " | ".join(f"{v:.3f}" for v in s[key].values())
+            kinds = ", ".join(f"{k} {v['dsb']:.3f}" for k, v in s["val_by_kind"].items())
+            extra = (
+                f"{s['stardist_test_dsb']:.3f} | {s['val_dsb']:.3f} ({kinds})"
+                if label == "mean"
+                else " | "
+            )
+            print(f"| {name} ({label} over images) | {ap} | {extra} |")
+    for label, row in TABLE1.items():
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in row) + " | | |")
+
+
+# ------------------------------------------------------------------ speed
+def pick_images() -> dict[tuple[int, int], Path]:
+    """The first real image of each benchmark size."""
+    found: dict[tuple[int, int], Path] = {}
+    for folder in list_samples(DATA / "stage1_train"):
+        from napari_nucleiseg.io.images import png_header
+
+        shape = png_header(image_path(folder))[1]
+        if shape in SIZES and shape not in found:
+            found[shape] = image_path(folder)
+        if len(found) == len(SIZES):
+            break
+    return found
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor) -> None:
+    with torch.inference_mode():
+        model(x)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _end_to_end(model, config, path: Path, dev: torch.device) -> None:
+    image = read_image_file(path)
+    labels_from_predicted(drain(predict_maps(model, config, image, device=dev)), config)
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    return median_time(fn, repeats)
+
+
+def speed(models: list[str], devices: list[str], repeats: int) -> None:
+    images = pick_images()
+    print("\n## Speed: seconds per image, end to end (read, normalise, network, post-processing)\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; reference: a 2015 "
+        "U-Net (depth 4, 64 base channels, no batch norm, 31 M parameters), forward pass only.\n"
+    )
+    header = " | ".join(f"{h}x{w}" for h, w in SIZES)
+    print(f"| device | model | {header} | ratio to reference ({header}) |")
+    print("| --- | --- | " + " | ".join("---" for _ in SIZES) * 2 + " |")
+    for device in devices:
+        dev = resolve_device(device)
+        reference = (
+            create_model("unet", in_channels=1, out_channels=2, depth=4, base=64, batch_norm=False)
+            .to(dev)
+            .eval()
+        )
+        ref = {
+            size: _timed(
+                partial(_forward, reference, torch.rand(1, 1, *pad16(size), device=dev)), repeats
+            )
+            for size in SIZES
+        }
+        ones = " | ".join("1" for _ in SIZES)
+        cells = " | ".join(f"{ref[s]:.3f}" for s in SIZES)
+        print(f"| {dev.type} | 2015 U-Net (reference) | {cells} | {ones} |")
+        for name in models:
+            model, config = load_model(name, device=dev)
+            t = {
+                s: _timed(partial(_end_to_end, model, config, images[s], dev), repeats)
+                for s in SIZES
+            }
+            cells = " | ".join(f"{t[s]:.3f}" for s in SIZES)
+            ratios = " | ".join(f"{t[s] / ref[s]:.3f}" for s in SIZES)
+            print(f"| {dev.type} | {name} | {cells} | {ratios} |")
+
+
+def pad16(size: tuple[int, int]) -> tuple[int, int]:
+    return tuple(-(-s // 16) * 16 for s in size)
+
+
+# ------------------------------------------------------------------ memory and seams
+def mosaic(side: int) -> np.ndarray:
+    """A side x side grey mosaic of the 1024x1024 real images (brightfield and fluorescence)."""
+    tiles = []
+    for folder in list_samples(DATA / "stage1_train"):
+        from napari_nucleiseg.io.images import png_header
+
+        if png_header(image_path(folder))[1] == (1024, 1024):
+            tiles.append(read_image_file(image_path(folder))[..., 0])
+        if len(tiles) * 1024 * 1024 >= side * side or len(tiles) == 16:
+            break
+    n = side // 1024 if side >= 1024 else 1
+    out = np.zeros((max(side, 1024), max(side, 1024)), np.uint8)
+    for k in range(n * n):
+        r, c = divmod(k, n)
+        out[r * 1024 : (r + 1) * 1024, c * 1024 : (c + 1) * 1024] = tiles[k % len(tiles)]
+    return out[:side, :side]
+
+
+def memory_child(name: str, side: int) -> None:
+    """Run in a fresh process: segment a side x side mosaic, print JSON with time and peak RSS."""
+    image = mosaic(side)
+    model, config = load_model(name)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    maps = drain(predict_maps(model, config, image))
+    labels = labels_from_predicted(maps, config)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_mib": peak,
+                "before_mib": base,
+                "nuclei": int(labels.max()),
+                "image_mib": image.nbytes / 2**20,
+            }
+        )
+    )
+
+
+def memory(name: str) -> None:
+    print(f"\n## Memory and seams ({name}, CPU)\n")
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-memory", name, "8192"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"- 8192x8192 image (a mosaic of real 1024x1024 images, {r['image_mib']:.0f} MiB as uint8): "
+        f"{r['seconds']:.1f} s, {r['nuclei']} nuclei, peak resident memory {r['peak_mib']:.0f} MiB "
+        f"({r['before_mib']:.0f} MiB before segmenting)."
+    )
+    image = mosaic(2048)
+    model, config = load_model(name)
+    whole = labels_from_predicted(drain(predict_maps(model, config, image, tile_size=4096)), config)
+    tiled = labels_from_predicted(
+        drain(predict_maps(model, config, image, tile_size=512, overlap=96)), config
+    )
+    same = score_image(whole, tiled)
+    print(
+        f"- Seams: a 2048x2048 mosaic in 512-pixel tiles (96-pixel overlap) against one piece: "
+        f"{int(whole.max())} vs {int(tiled.max())} nuclei, DSB2018 score of one against the other "
+        f"{same.score:.4f}, AP@0.9 {same.ap[8]:.4f}; pixels labelled alike (foreground) "
+        f"{np.mean((whole > 0) == (tiled > 0)):.5f}."
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
+        memory_child(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=None, help="shipped names or checkpoints")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["accuracy", "speed", "memory"],
+        choices=["accuracy", "speed", "memory"],
+    )
+    parser.add_argument(
+        "--devices", nargs="+", default=None, help="default: cpu, and cuda/mps if present"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    models = args.models or shipped_models()
+    if not models:
+        raise SystemExit("no shipped model yet: pass --models CHECKPOINT ...")
+    devices = args.devices or ["cpu"] + [
+        d for d in ("cuda", "mps") if resolve_device("auto").type == d
+    ]
+    if "accuracy" in args.sections:
+        accuracy(models)
+    if "speed" in args.sections:
+        speed(models, devices, args.repeats)
+    if "memory" in args.sections:
+        memory(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Choose post-processing thresholds on validation samples: the network runs once per image."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from ..inference import drain, labels_from_predicted, predict_maps
+from ..io.stage1 import Sample
+from ..metrics import score_dataset
+from ..models import ModelConfig, SegmentationModel
+from ..postprocess import PostprocessConfig
+
+#: thresholds tried by :func:`tune_postprocess`
+PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def tune_postprocess(
+    model: SegmentationModel,
+    config: ModelConfig,
+    samples: Sequence[Sample],
+    *,
+    prob_thresholds: Sequence[float] = PROB_THRESHOLDS,
+    seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
+    device=None,
+) -> tuple[PostprocessConfig, float, float]:
+    """The probability and seed thresholds with the best DSB2018 score on ``samples``.
+
+    Returns
+    -------
+    best : PostprocessConfig
+        ``config.postprocess`` with the best pair of thresholds.
+    best_score : float
+        Its DSB2018 score on ``samples``.
+    default_score : float
+        The score of ``config.postprocess`` as it was.
+    """
+    maps = [drain(predict_maps(model, config, s.image, device=device)) for s in samples]
+
+    def score(post: PostprocessConfig) -> float:
+        tuned = replace(config, postprocess=post)
+        return score_dataset(
+            (s.id, s.labels, labels_from_predicted(m, tuned)) for s, m in zip(samples, maps)
+        ).score
+
+    default_score = score(config.postprocess)
+    best, best_score = config.postprocess, default_score
+    for p, q in itertools.product(prob_thresholds, seed_thresholds):
+        if q < p:
+            continue
+        candidate = replace(config.postprocess, prob_threshold=p, seed_threshold=q)
+        value = score(candidate)
+        if value > best_score + 1e-9:
+            best, best_score = candidate, value
+    return best, float(best_score), float(np.float64(default_score))
