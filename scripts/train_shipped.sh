@@ -11,8 +11,8 @@ out=${2:-$here/../runs}
 mkdir -p "$out"
 common=(--exclude-ids "$here/splits/exclude_ids.txt" --val-ids "$here/splits/val_ids.txt"
         --crop-size 192 --batch-size 8 --optimizer adam --lr 1e-3 --weight-decay 1e-4
-        --channels grey --threads 1 --seed 0 --device auto --overwrite)
-nucleiseg train "$data" -o "$out/linknet.pt" --model linknet --width 32 --epochs 24 "${common[@]}" \
+        --channels grey --maps body,border,contour --threads 1 --seed 0 --device auto --overwrite)
+nucleiseg train "$data" -o "$out/linknet.pt" --model linknet --width 32 --epochs 30 "${common[@]}" \
   > "$out/linknet.log" 2>&1 &
 nucleiseg train "$data" -o "$out/unet.pt" --model unet --width 16 --depth 4 --epochs 14 "${common[@]}" \
   > "$out/unet.log" 2>&1 &

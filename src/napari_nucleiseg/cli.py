@@ -285,6 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = ModelConfig(
             args.model,
             _arch_kwargs(args),
+            maps=tuple(args.maps.split(",")),
             normalization=NormalizeConfig(channels=args.channels),
             training=info,
         )
@@ -403,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsampling", choices=["transpose", "resize"], help="U-Net upsampling")
     p.add_argument(
         "--channels", choices=["grey", "rgb"], default="grey", help="what the network sees (grey)"
+    )
+    p.add_argument(
+        "--maps",
+        choices=["body,border", "body,border,contour"],
+        default="body,border,contour",
+        help="what the network predicts; border and contour both separate nuclei",
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--steps-per-epoch", type=int, help="cap on optimiser steps per epoch")
