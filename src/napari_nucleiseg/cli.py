@@ -20,6 +20,7 @@ import tifffile
 from tqdm import tqdm
 
 from . import __version__
+from ._cli_export import add_export_parser
 from .errors import FileProblem, NucleisegError
 from .io import stage1
 from .io.images import LABEL_SUFFIXES, png_header, read_image_file, read_label_image
@@ -373,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth", help="a stage-1 root with masks, or a folder of label images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+
+    add_export_parser(sub)
 
     p = sub.add_parser("samples", help="copy the shipped sample folders into a folder")
     p.add_argument("-o", "--output", required=True, help="folder to copy the samples into")

@@ -1,0 +1,136 @@
+"""Layer plumbing for the segmentation widget: planes in, labels and maps out, references.
+
+Glue only: which planes of an image layer to read, and how results become
+layers that keep the image's geometry and replace their previous version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+
+from ..metrics import DatasetScore, score_dataset
+from ..stack import Index, leading_shape
+
+#: metadata key marking the layers this plugin wrote (not offered as input)
+OUTPUT_KEY = "nucleiseg_output"
+_GEOMETRY = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
+
+
+def image_data(layer: Image):
+    """The full-resolution data of an image layer (level 0 of a multiscale one)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def image_lead(layer: Image) -> tuple[int, ...]:
+    """The leading (non-spatial) shape of an image layer: () for a 2-D image."""
+    return leading_shape(image_data(layer).shape, layer.rgb)
+
+
+def plane_on_screen(viewer, layer: Image) -> Index:
+    """Index over the leading dimensions of the plane of ``layer`` shown in ``viewer``."""
+    lead = image_lead(layer)
+    coords = layer.world_to_data(viewer.dims.point)[: len(lead)]
+    return tuple(int(min(max(round(c), 0), n - 1)) for c, n in zip(coords, lead))
+
+
+def geometry(source: Layer) -> dict:
+    """The world transform of ``source`` as layer keyword arguments."""
+    return {k: getattr(source, k) for k in _GEOMETRY if hasattr(source, k)}
+
+
+def _assemble(
+    layer: Layer | None,
+    lead: tuple[int, ...],
+    planes: Sequence[Index],
+    values: np.ndarray,
+) -> np.ndarray:
+    """A full-stack array holding ``values`` at ``planes``, other planes from ``layer`` or 0."""
+    full_shape = (*lead, *values.shape[1:])
+    if len(planes) == int(np.prod(lead, dtype=int)):
+        return values.reshape(full_shape)
+    base = None
+    if layer is not None and tuple(layer.data.shape) == full_shape:
+        base = np.asarray(layer.data)
+        dtype = np.result_type(base.dtype, values.dtype)
+        base = base.astype(dtype, copy=True)
+    if base is None:
+        base = np.zeros(full_shape, values.dtype)
+    for index, value in zip(planes, values):
+        base[index] = value
+    return base
+
+
+def put_layer(
+    viewer,
+    kind: type[Layer],
+    name: str,
+    source: Image,
+    planes: Sequence[Index],
+    values: np.ndarray,
+    **kwargs,
+) -> Layer:
+    """Show ``values`` (one per plane) as layer ``name``, replacing its data if it exists.
+
+    Planes not in ``planes`` keep what an existing layer of the same shape holds
+    (0 for a new one). The layer takes the source's scale, translate and other
+    transforms.
+    """
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and not isinstance(existing, kind):
+        existing = None
+    data = _assemble(existing, image_lead(source), planes, values)
+    if existing is None:
+        add = viewer.add_labels if kind is Labels else viewer.add_image
+        layer = add(data, name=name, metadata={OUTPUT_KEY: True}, **geometry(source), **kwargs)
+        return layer
+    for key, value in geometry(source).items():
+        if not _same(getattr(existing, key), value):  # each change redraws the layer
+            setattr(existing, key, value)
+    existing.data = data
+    return existing
+
+
+def _same(a, b) -> bool:
+    a, b = getattr(a, "affine_matrix", a), getattr(b, "affine_matrix", b)
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def matching_reference(viewer, image: Image) -> Labels | None:
+    """The ground-truth Labels layer that belongs to ``image``, if one is open.
+
+    Our reader names it ``"<image> masks"`` and gives both the same ``sample_id``.
+    """
+    sample = image.metadata.get("sample_id")
+    for layer in viewer.layers:
+        if not isinstance(layer, Labels) or layer.metadata.get(OUTPUT_KEY):
+            continue
+        if layer.name == f"{image.name} masks" or (
+            sample is not None and layer.metadata.get("sample_id") == sample
+        ):
+            return layer
+    return None
+
+
+def score_planes(reference: Labels, planes: Sequence[Index], labels: np.ndarray) -> DatasetScore:
+    """DSB2018 score of the result planes against the same planes of ``reference``.
+
+    Raises
+    ------
+    ValueError
+        The reference does not have the result's shape.
+    """
+    ref = reference.data
+    need = len(planes[0]) + 2 if planes else 2
+    if ref.ndim != need or tuple(ref.shape[-2:]) != tuple(labels.shape[-2:]):
+        raise ValueError(
+            f"reference is {'x'.join(map(str, ref.shape))}, "
+            f"result planes are {'x'.join(map(str, labels.shape[-2:]))}"
+        )
+    pairs = ((str(index), np.asarray(ref[index]), plane) for index, plane in zip(planes, labels))
+    return score_dataset(pairs)

@@ -1,0 +1,105 @@
+"""The work of the segmentation widget, run in ``thread_worker``s: no layer is touched here.
+
+:func:`segment` runs the network over the planes and post-processes them;
+:func:`relabel` re-runs only the post-processing on kept maps (a knob moved).
+Both re-raise any failure as :class:`SegmentationFailed` with a one-line
+message, because a worker silently drops a ``RuntimeError`` (torch's usual
+error type) instead of reporting it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import NucleisegError
+from ..models import ModelConfig
+from ..stack import Cancelled, Index, PlaneStep, labels_of_planes, predict_planes
+from ._models import get_model
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+
+
+class SegmentationFailed(NucleisegError):
+    """A run failed; the message is one line (napari shows it as a notification)."""
+
+
+def one_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, NucleisegError | ValueError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass
+class Request:
+    """What a run needs, read from the widgets on the GUI thread."""
+
+    image: Image
+    data: object
+    planes: list[Index]
+    model: str
+    device: str
+    tile_size: int | None
+    tta: bool
+    thresholds: dict
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Result:
+    """The kept output of a run: maps for re-thresholding, the labels shown."""
+
+    image: Image
+    planes: list[Index]
+    config: ModelConfig
+    maps: np.ndarray  # (P, M, H, W) float32
+    labels: np.ndarray  # (P, H, W)
+    layer: Labels | None = None
+    edited: bool = False
+
+
+def segment(req: Request) -> Generator[tuple[float, str], None, Result | None]:
+    """The worker: network, then labels; yields (fraction, what); returns None if cancelled."""
+    try:
+        # napari imports pandas when it makes the first Labels layer: do it here, off the GUI thread
+        importlib.import_module("pandas")
+        model, config = get_model(req.model, req.device)
+        network = predict_planes(
+            model, config, req.data, req.planes, device=req.device,
+            tile_size=req.tile_size, tta=req.tta, stop=req.stop,
+        )  # fmt: skip
+        maps = yield from _steps(network, 0.0, 0.9, "tile")
+        post = labels_of_planes(maps, config, req.stop, **req.thresholds)
+        labels = yield from _steps(post, 0.9, 0.1, "post-processing")
+    except Cancelled:
+        return None
+    except Exception as exc:  # a RuntimeError would be swallowed by the worker: re-raise as ours
+        raise SegmentationFailed(f"Segmenting {req.image.name!r} failed: {one_line(exc)}") from exc
+    return Result(req.image, req.planes, config, maps, labels)
+
+
+def _steps(gen: Generator[PlaneStep, None, np.ndarray], start: float, share: float, what: str):
+    """Re-yield a stage's steps as (overall fraction, text); return its value."""
+    while True:
+        try:
+            step = next(gen)
+        except StopIteration as end:
+            return end.value
+        where = f"plane {step.plane + 1}/{step.planes}, " if step.planes > 1 else ""
+        detail = f" {step.done}/{step.total}" if what == "tile" else ""
+        yield start + share * step.fraction, f"{where}{what}{detail}"
+
+
+def relabel(maps: np.ndarray, config: ModelConfig, thresholds: dict):
+    """The worker of a knob move: post-processing only, on the kept maps; returns labels."""
+    try:
+        return (yield from labels_of_planes(maps, config, **thresholds))
+    except Exception as exc:
+        raise SegmentationFailed(f"Post-processing failed: {one_line(exc)}") from exc

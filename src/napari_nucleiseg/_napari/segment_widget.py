@@ -1,0 +1,438 @@
+"""The "Segment nuclei" dock widget: one click from an image layer to a Labels layer.
+
+The network runs in a ``thread_worker`` over :mod:`napari_nucleiseg.stack`'s
+generators; the maps it returns are kept, so that moving a threshold re-runs
+only the post-processing. Layers are touched only on the GUI thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_warning
+from napari.utils.theme import get_theme
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QSizePolicy
+from superqt.utils import FunctionWorker, GeneratorWorker
+
+from ..models import DEFAULT_MODEL, shipped_models
+from ..stack import plane_indices
+from . import _layers
+from ._lifetime import CloseWatcher, Lifetime, while_alive
+from ._models import available_devices, device_line, model_card, model_config
+from ._segment_jobs import Request, Result, one_line, relabel, segment
+
+LOAD = "Load checkpoint…"
+ALL_PLANES, PLANE_ON_SCREEN = "All planes", "Plane on screen"
+TILES = (("Auto", None), ("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048))
+
+
+class SegmentWidget(Container):
+    """Segment the nuclei of an image layer into a Labels layer ``"<image> nuclei"``.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._checkpoints: list[str] = []
+        self._result: Result | None = None
+        self._request: Request | None = None
+        self._worker = self._relabel_worker = None
+        self._relabel_again = False
+        self._quiet = False
+        self._score_job = None
+        self._life = Lifetime()
+        self._build()
+        self._connect()
+        self.reset_choices()
+        self._follow_active()
+        self._on_image()
+        self._on_model()
+        self._on_device()
+
+    # ---- layout -------------------------------------------------------------------------
+    def _build(self) -> None:
+        self._image = ComboBox(label="Image", choices=self._image_choices)
+        self._planes = ComboBox(label="Planes", choices=[ALL_PLANES, PLANE_ON_SCREEN])
+        self._model = ComboBox(label="Model", choices=self._model_choices)
+        self._card = Label(label="")
+        self._device = ComboBox(label="Device", choices=available_devices())
+        self._device_line = Label(label="")
+        self._prob = FloatSlider(label="Prob. threshold", min=0.05, max=0.95, step=0.01)
+        self._seed = FloatSlider(label="Seed threshold", min=0.05, max=0.99, step=0.01)
+        self._min_size = SpinBox(label="Min. size (px)", min=0, max=100_000)
+        self._tta = CheckBox(text="Test-time flips (4x slower)", label="")
+        self._tile = ComboBox(label="Tile size", choices=TILES)
+        self._show_maps = CheckBox(text="Add probability maps", label="")
+        self._run = PushButton(text="Segment nuclei", label="")
+        self._progress = ProgressBar(min=0, max=1000, label="", visible=False)
+        self._cancel = PushButton(text="Cancel", label="", visible=False)
+        self._status = Label(label="")
+        self._reference = ComboBox(label="Reference", choices=self._reference_choices)
+        self._score = Label(label="")
+        self.extend([
+            self._image, self._planes, self._model, self._card, self._device, self._device_line,
+            self._prob, self._seed, self._min_size, self._tta, self._tile, self._show_maps,
+            self._run, self._progress, self._cancel, self._status, self._reference, self._score,
+        ])  # fmt: skip
+        for line in (self._card, self._device_line, self._status, self._score):
+            line.native.setWordWrap(True)
+            line.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            line.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        for line in (self._card, self._device_line):
+            line.native.setStyleSheet("color: gray;")
+        colour = get_theme(self._viewer.theme).current.as_hex()
+        self._run.native.setStyleSheet(
+            f"QPushButton {{ font-weight: bold; padding: 7px; background-color: {colour}; "
+            "color: white; } QPushButton:disabled { background-color: gray; }"
+        )
+        self._run.tooltip = "Run the model on the image (the result replaces '<image> nuclei')"
+        self._prob.tooltip = "Body probability above which a pixel belongs to a nucleus"
+        self._seed.tooltip = "Body x (1 - border) above which a pixel seeds a nucleus of its own"
+        self._min_size.tooltip = "Nuclei with fewer pixels are dropped"
+        self._tile.tooltip = "Tile side for large images (Auto: whole image up to 1536x1536)"
+        self._reference.tooltip = "Ground-truth Labels layer to score the result against"
+
+    def _connect(self) -> None:
+        self._image.changed.connect(self._on_image)
+        self._model.changed.connect(self._on_model)
+        self._model.native.activated.connect(self._on_model_activated)
+        self._device.changed.connect(self._on_device)
+        for knob in (self._prob, self._seed, self._min_size):
+            knob.changed.connect(self._on_knob)
+        self._show_maps.changed.connect(self._on_show_maps)
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        self._reference.changed.connect(self._update_score)
+        layers = self._viewer.layers
+        self._viewer_events = [
+            (layers.events.inserted, self._on_inserted),
+            (layers.events.removed, self._on_removed),
+            (layers.events.moved, self.reset_choices),
+            (layers.selection.events.active, self._follow_active),
+        ]
+        for emitter, callback in self._viewer_events:
+            emitter.connect(callback)
+        self._watcher = CloseWatcher(self._disconnect)
+        self.native.destroyed.connect(self._life.end)
+        self.native.installEventFilter(self._watcher)
+
+    def _disconnect(self) -> None:
+        """Drop the viewer callbacks and stop the work (the widget is closing)."""
+        for emitter, callback in self._viewer_events:
+            emitter.disconnect(callback)
+        self._viewer_events = []
+        self.cancel()
+
+    # ---- choices ------------------------------------------------------------------------
+    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and not layer.metadata.get(_layers.OUTPUT_KEY)
+        ]
+
+    def _reference_choices(self, _widget=None) -> list[tuple[str, Labels | None]]:
+        labels = [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
+        return [("none", None), *labels]
+
+    def _model_choices(self, _widget=None) -> list[tuple[str, str]]:
+        names = sorted(shipped_models(), key=lambda n: n != DEFAULT_MODEL)
+        files = [(Path(p).name, p) for p in self._checkpoints]
+        return [(n, n) for n in names] + files + [(LOAD, LOAD)]
+
+    def _on_inserted(self, event=None) -> None:
+        self.reset_choices()
+        image = self._image.value
+        if image is not None and self._reference.value is None:  # e.g. a sample's masks
+            self._reference.value = _layers.matching_reference(self._viewer, image)
+
+    def _on_removed(self, event=None) -> None:
+        self.reset_choices()
+        if self._result is not None and self._result.image not in self._viewer.layers:
+            self._result = None
+
+    def _follow_active(self, event=None) -> None:
+        """Take the image selected in the layer list as input."""
+        active = self._viewer.layers.selection.active
+        if isinstance(active, Image) and not active.metadata.get(_layers.OUTPUT_KEY):
+            self._image.value = active
+
+    # ---- settings -----------------------------------------------------------------------
+    def _on_image(self, _value=None) -> None:
+        image = self._image.value
+        self._planes.visible = image is not None and bool(_layers.image_lead(image))
+        if image is not None:
+            self._reference.value = _layers.matching_reference(self._viewer, image)
+        self._update_run_button()
+
+    def _on_model_activated(self, index: int) -> None:
+        """A user's pick in the model list (also when re-picking the current item)."""
+        if self._model.native.itemText(index) == LOAD:
+            self.ask_checkpoint()
+
+    def ask_checkpoint(self) -> None:
+        """Ask for a checkpoint file and load it."""
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self.native, "Load a napari-nucleiseg checkpoint", "", "Checkpoints (*.pt *.pth)"
+        )
+        if path:
+            self.load_checkpoint(path)
+        elif self._model.value == LOAD and len(self._model.choices) > 1:
+            self._model.value = self._model.choices[0]
+
+    def load_checkpoint(self, path: str | Path) -> bool:
+        """Offer a checkpoint file as model and choose it; a bad file gives a notification.
+
+        Returns
+        -------
+        bool
+            Whether the file was accepted.
+        """
+        path = str(Path(path).resolve())
+        try:
+            model_config(path)
+        except (OSError, ValueError) as exc:  # FileProblem is a ValueError naming the file
+            show_error(f"Cannot use this checkpoint: {one_line(exc)}")
+            if self._model.value == LOAD and len(self._model.choices) > 1:
+                self._model.value = self._model.choices[0]
+            return False
+        if path not in self._checkpoints:
+            self._checkpoints.append(path)
+        self._model.reset_choices()
+        self._model.value = path
+        return True
+
+    def _on_model(self, _value=None) -> None:
+        """A new model: its card, and its thresholds as the knobs' defaults."""
+        source = self._model.value
+        self._result = None  # the kept maps belong to the previous model
+        self._card.tooltip = ""
+        if source in (None, LOAD):
+            none = not shipped_models()
+            self._card.value = (
+                "No model is shipped with this install: choose 'Load checkpoint…' and pick a .pt "
+                "file trained with `nucleiseg train`." if none else "Choose a model."
+            )  # fmt: skip
+            self._update_run_button()
+            return
+        try:
+            config = model_config(source)
+        except (OSError, ValueError) as exc:
+            show_error(f"Cannot use model {source}: {one_line(exc)}")
+            self._card.value = f"Cannot read this model: {one_line(exc)}"
+            self._update_run_button()
+            return
+        self._card.value, self._card.tooltip = model_card(source, config)
+        pp = config.postprocess
+        self._quiet = True
+        try:
+            self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
+            self._min_size.value = pp.min_size
+        finally:
+            self._quiet = False
+        self._update_run_button()
+
+    def _on_device(self, _value=None) -> None:
+        self._device_line.value = device_line(self._device.value)
+
+    def _thresholds(self) -> dict:
+        return {
+            "prob_threshold": float(self._prob.value),
+            "seed_threshold": float(self._seed.value),
+            "min_size": int(self._min_size.value),
+        }
+
+    def _update_run_button(self) -> None:
+        busy = self._worker is not None
+        ready = self._image.value is not None and self._model.value not in (None, LOAD)
+        self._run.enabled = ready and not busy
+
+    # ---- the run ------------------------------------------------------------------------
+    def run(self, _value=None) -> None:
+        """Segment the chosen image (the Segment button)."""
+        image = self._image.value
+        if self._worker is not None or image is None or self._model.value in (None, LOAD):
+            return
+        lead = _layers.image_lead(image)
+        one = bool(lead) and self._planes.value == PLANE_ON_SCREEN
+        planes = [_layers.plane_on_screen(self._viewer, image)] if one else plane_indices(lead)
+        self._request = req = Request(
+            image=image, data=_layers.image_data(image), planes=planes,
+            model=self._model.value, device=self._device.value, tile_size=self._tile.value,
+            tta=self._tta.value, thresholds=self._thresholds(),
+        )  # fmt: skip
+        self._life.stops = [req.stop]
+        self._worker = create_worker(
+            segment, req, _start_thread=False, _worker_class=GeneratorWorker,
+            _connect={"yielded": self._on_step, "returned": self._on_result,
+                      "errored": self._on_failed, "finished": self._on_finished,
+                      "warned": self._on_warned},
+        )  # fmt: skip
+        self._progress.value = 0
+        self._progress.visible = self._cancel.visible = True
+        self._cancel.enabled = True
+        self._status.value = f"Segmenting {image.name}…"
+        self._update_run_button()
+        self._worker.start()
+
+    def cancel(self, _value=None) -> None:
+        """Stop the run within one network layer; the layers stay as they were."""
+        if self._worker is None:
+            return
+        self._request.stop.set()
+        self._worker.quit()
+        self._cancel.enabled = False
+        self._status.value = "Cancelling…"
+
+    @while_alive
+    def _on_step(self, step: tuple[float, str]) -> None:
+        fraction, what = step
+        self._progress.value = int(1000 * fraction)
+        if not self._request.stop.is_set():
+            self._status.value = f"Segmenting: {what}"
+
+    @while_alive
+    def _on_failed(self, exc: Exception) -> None:
+        self._status.value = str(exc)
+        show_error(str(exc))
+
+    @while_alive
+    def _on_warned(self, args: tuple) -> None:
+        show_warning(str(args[0]))  # e.g. the GPU ran out of memory and the run moved on
+
+    @while_alive
+    def _on_finished(self) -> None:
+        cancelled = self._request is not None and self._request.stop.is_set()
+        self._worker = None
+        self._progress.visible = self._cancel.visible = False
+        if cancelled:
+            self._status.value = "Cancelled; no layer was changed."
+        self._update_run_button()
+
+    @while_alive
+    def _on_result(self, result: Result | None) -> None:
+        if result is None or self._request.stop.is_set():
+            return
+        self._result = result
+        if self._show_maps.value:
+            self._show_probability_maps()
+        self._show_labels(result.labels)
+        if self._thresholds() != self._request.thresholds:  # a knob moved during the run
+            self._on_knob()
+
+    # ---- results ------------------------------------------------------------------------
+    def _show_labels(self, labels: np.ndarray) -> None:
+        res = self._result
+        res.labels = labels
+        if res.layer is not None:
+            res.layer.events.paint.disconnect(self._on_paint)
+        res.layer = _layers.put_layer(
+            self._viewer, Labels, f"{res.image.name} nuclei", res.image, res.planes, labels
+        )
+        res.layer.events.paint.connect(self._on_paint)
+        res.edited = False
+        count = sum(int(plane.max(initial=0)) for plane in labels)
+        noun = "nucleus" if count == 1 else "nuclei"
+        where = "" if res.planes == [()] else f" in {len(res.planes)} planes"
+        self._status.value = f"<big><b>{count}</b> {noun} found{where}</big>"
+        self._update_score()
+
+    def _show_probability_maps(self, _value=None) -> None:
+        res = self._result
+        for i, name in enumerate(res.config.maps):
+            _layers.put_layer(
+                self._viewer, Image, f"{res.image.name} {name} probability", res.image,
+                res.planes, res.maps[:, i], colormap="magma", blending="additive",
+                contrast_limits=(0, 1), visible=i == 0,
+            )  # fmt: skip
+
+    def _on_show_maps(self, value: bool) -> None:
+        if value and self._result is not None:
+            self._show_probability_maps()
+
+    def _on_paint(self, event=None) -> None:
+        if self._result is not None:
+            self._result.edited = True
+
+    def _on_knob(self, _value=None) -> None:
+        """Re-run post-processing on the kept maps (never the network)."""
+        res = self._result
+        if self._quiet or res is None or self._worker is not None:
+            return
+        if res.edited:
+            self._status.value = (
+                "The labels were edited by hand: press 'Segment nuclei' to redo them."
+            )
+            return
+        if self._relabel_worker is not None:
+            self._relabel_again = True
+            return
+        self._relabel_again = False
+        self._relabel_worker = create_worker(
+            relabel, res.maps, res.config, self._thresholds(), _start_thread=False,
+            _worker_class=GeneratorWorker,
+            _connect={"returned": self._on_relabelled(res), "finished": self._on_relabel_done,
+                      "errored": self._on_failed},
+        )  # fmt: skip
+        self._relabel_worker.start()
+
+    def _on_relabelled(self, res: Result):
+        def show(labels: np.ndarray) -> None:
+            if self._life.alive and self._result is res and not res.edited:
+                self._show_labels(labels)
+
+        return show
+
+    @while_alive
+    def _on_relabel_done(self) -> None:
+        self._relabel_worker = None
+        if self._relabel_again:
+            self._on_knob()
+
+    def _update_score(self, _value=None) -> None:
+        """Score the result against the reference, in a worker (seconds on a large stack)."""
+        ref, res = self._reference.value, self._result
+        show = ref is not None and res is not None
+        self._score.visible = show  # (reading .visible back is False while the viewer is hidden)
+        self._score_job = job = object()  # only the latest request is shown
+        if not show:
+            return
+        self._score.value = f"Scoring against '{ref.name}'…"
+        self._score.tooltip = f"Against '{ref.name}'; AP = TP / (TP + FP + FN) at each IoU"
+
+        def done(score) -> None:
+            if not self._life.alive or self._score_job is not job:
+                return
+            ap = dict(zip(score.thresholds, score.ap))
+            over = f" (mean of {len(res.planes)} planes)" if len(res.planes) > 1 else ""
+            aps = " · ".join(f"@{t:g} <b>{ap[t]:.3f}</b>" for t in (0.5, 0.75, 0.9))
+            self._score.value = f"DSB2018 score <b>{score.score:.3f}</b>{over}<br>AP{aps}"
+
+        def failed(exc: Exception) -> None:
+            if self._life.alive and self._score_job is job:
+                self._score.value = f"Cannot score against '{ref.name}': {one_line(exc)}"
+
+        create_worker(
+            _layers.score_planes, ref, res.planes, res.labels, _worker_class=FunctionWorker,
+            _connect={"returned": done, "errored": failed},
+        )  # fmt: skip

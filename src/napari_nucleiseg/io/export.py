@@ -1,0 +1,727 @@
+"""Write corrected samples as stage-1 training data, safely.
+
+One sample is written as ``ROOT/<id>/images/<id>.png`` and one single-channel
+0/255 PNG per nucleus in ``ROOT/<id>/masks/``, the layout
+:func:`napari_nucleiseg.io.stage1.read_sample` reads. A nucleus whose pixels
+equal those of a nucleus of the original labels keeps that nucleus's mask file
+name; a new or changed nucleus is named by the SHA-256 of its mask (see
+:func:`mask_name`), like the 64-hex names of the original data set.
+
+Safety: everything is written into a hidden temporary folder inside ROOT
+(``.export-<id>-*``, which the reader skips) and renamed into place; an
+existing id is refused unless the caller chooses ``if_exists="overwrite"`` or
+``"new-version"``; the source sample folder is never written; an unwritable
+target raises :class:`~napari_nucleiseg.errors.FileProblem` and leaves nothing
+behind.
+
+The manifest, ``ROOT/manifest.json``, records one entry per sample id::
+
+    {"format": "napari-nucleiseg curated samples", "version": 1,
+     "samples": {"<id>": {"source": "/path/or/null", "model": "name or null",
+                          "added": 0, "removed": 1, "changed": 2, "unchanged": 40,
+                          "nuclei": 42, "exported": "2025-01-01T12:00:00+00:00",
+                          "split": "train"}}}
+
+It is rewritten atomically (a temporary file renamed over it) with each export.
+One process at a time should export into a root: two concurrent writers of the
+manifest may lose an entry (the sample folders themselves stay intact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+from scipy import ndimage as ndi
+
+from ..edit import compact_labels
+from ..errors import FileProblem
+from . import stage1
+from .images import label_dtype
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "napari-nucleiseg curated samples"
+SPLITS = ("train", "validation")
+IF_EXISTS = ("refuse", "overwrite", "new-version")
+_TMP_PREFIX = ".export-"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+__all__ = [
+    "IF_EXISTS",
+    "MANIFEST",
+    "SPLITS",
+    "ExportResult",
+    "LabelChanges",
+    "SampleExists",
+    "compare_labels",
+    "export_sample",
+    "export_tiff_layout",
+    "iter_export_tiff_layout",
+    "mask_file_names",
+    "mask_name",
+    "next_version_id",
+    "prepare_image",
+    "read_manifest",
+    "set_split",
+    "write_label_tiff",
+]
+
+
+class SampleExists(FileProblem):
+    """The sample id is taken in the export root; nothing was written."""
+
+
+# ---------------------------------------------------------------- changes
+@dataclass(frozen=True)
+class LabelChanges:
+    """How a label image differs from the original, nucleus by nucleus.
+
+    A current nucleus is *unchanged* when its pixels are exactly those of one
+    original nucleus (its label number may differ). The others are paired one
+    to one with the original nuclei that are not unchanged, largest overlap
+    first: a paired nucleus is *changed*, an unpaired current one *added*, an
+    unpaired original one *removed*. Deleting a nucleus counts one removed;
+    merging two, one changed and one removed; splitting one, one changed and
+    one added; painting a new one, one added; renumbering, nothing.
+
+    Attributes
+    ----------
+    added, removed, changed, unchanged : int
+    same : dict of int to int
+        Current label -> original label, for the unchanged nuclei.
+    """
+
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+    same: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def total(self) -> int:
+        """Added + removed + changed: 0 when nothing was edited."""
+        return self.added + self.removed + self.changed
+
+
+def _areas(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels.ravel().astype(np.intp, copy=False))
+
+
+def _nuclei(labels: np.ndarray):
+    """(label, bounding box, (h, w) bool mask within the box) of each nucleus, by label."""
+    compact, values = compact_labels(labels)
+    for index, box in enumerate(ndi.find_objects(compact), start=1):
+        if box is not None:
+            yield int(values[index]), box, compact[box] == index
+
+
+def compare_labels(current: np.ndarray, original: np.ndarray | None) -> LabelChanges:
+    """Count the nuclei added, removed and changed between two label images.
+
+    Parameters
+    ----------
+    current : (H, W) ndarray of int
+        The corrected labels.
+    original : (H, W) ndarray of int, or None
+        The labels as segmented or loaded; None counts every nucleus as added.
+
+    Returns
+    -------
+    LabelChanges
+
+    Raises
+    ------
+    ValueError
+        If the two images differ in shape.
+    """
+    current, values_c = compact_labels(np.asarray(current))
+    n_current = int(np.count_nonzero(_areas(current)[1:]))
+    if original is None:
+        return LabelChanges(added=n_current, removed=0, changed=0, unchanged=0)
+    original, values_o = compact_labels(np.asarray(original))
+    if current.shape != original.shape:
+        raise ValueError(f"labels are {current.shape}, the original {original.shape}")
+    area_c, area_o = _areas(current), _areas(original)
+    n_original = int(np.count_nonzero(area_o[1:]))
+    both = (current != 0) & (original != 0)
+    base = int(area_o.size)
+    key = current[both].astype(np.int64) * base + original[both].astype(np.int64)
+    pairs, counts = np.unique(key, return_counts=True)
+    cur, org = np.divmod(pairs, base)
+    identical = (counts == area_c[cur]) & (counts == area_o[org])
+    same = {int(values_c[c]): int(values_o[o]) for c, o in zip(cur[identical], org[identical])}
+    paired_c, paired_o = set(cur[identical].tolist()), set(org[identical].tolist())
+    changed = 0
+    rest_c, rest_o, rest_n = cur[~identical], org[~identical], counts[~identical]
+    for i in np.argsort(-rest_n, kind="stable"):
+        c, o = int(rest_c[i]), int(rest_o[i])
+        if c not in paired_c and o not in paired_o:
+            paired_c.add(c)
+            paired_o.add(o)
+            changed += 1
+    return LabelChanges(
+        added=n_current - len(paired_c),
+        removed=n_original - len(paired_o),
+        changed=changed,
+        unchanged=len(same),
+        same=same,
+    )
+
+
+# ---------------------------------------------------------------- names
+def mask_name(mask: np.ndarray) -> str:
+    """The file name of a new mask: the SHA-256 hex of its pixels, plus ``.png``.
+
+    The hash is taken over the mask as written: a C-ordered (H, W) uint8 array
+    of 0 and 255, row by row; equal masks get equal names.
+
+    Parameters
+    ----------
+    mask : (H, W) ndarray of bool
+    """
+    pixels = np.ascontiguousarray(np.where(mask, 255, 0).astype(np.uint8))
+    return hashlib.sha256(pixels.tobytes()).hexdigest() + ".png"
+
+
+def mask_file_names(
+    labels: np.ndarray,
+    original: np.ndarray | None = None,
+    mask_names: Mapping[int, str] | None = None,
+) -> tuple[dict[int, str], LabelChanges]:
+    """The mask file name of each nucleus, and the changes against the original.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of int
+        The labels to export.
+    original : (H, W) ndarray of int, optional
+        The labels as read from the source (e.g. ``Sample.labels``).
+    mask_names : mapping of int to str, optional
+        Original label -> mask file name (e.g. ``Sample.mask_names``).
+
+    Returns
+    -------
+    names : dict of int to str
+        Label -> file name (``<name>.png``) for every nucleus of ``labels``.
+    changes : LabelChanges
+    """
+    changes = compare_labels(labels, original)
+    mask_names = dict(mask_names or {})
+    names: dict[int, str] = {}
+    for label, box, inside in _nuclei(labels):
+        kept = mask_names.get(changes.same.get(label, -1))
+        if kept is not None:
+            names[label] = kept if kept.lower().endswith(".png") else kept + ".png"
+        else:
+            mask = np.zeros(labels.shape, bool)
+            mask[box] = inside
+            names[label] = mask_name(mask)
+    if len(set(names.values())) != len(names):
+        raise ValueError("two nuclei would get the same mask file name")
+    return names, changes
+
+
+# ---------------------------------------------------------------- ids
+def _validate_id(sample_id: str) -> str:
+    sample_id = str(sample_id).strip()
+    if not _ID_RE.match(sample_id) or sample_id in {".", ".."}:
+        raise ValueError(
+            f"sample id {sample_id!r} is not usable as a folder name: use letters, digits, "
+            "'_', '-', '.', '+', starting with a letter or digit"
+        )
+    return sample_id
+
+
+def next_version_id(root: str | Path, sample_id: str) -> str:
+    """A free id for a new version of a sample: ``<id>_v2``, ``<id>_v3``, ...
+
+    A sample id that already ends in ``_v<n>`` is versioned from its base.
+
+    Parameters
+    ----------
+    root : path-like
+        The export root (need not exist).
+    sample_id : str
+    """
+    root = Path(root)
+    base = re.sub(r"_v\d+$", "", _validate_id(sample_id))
+    n = 2
+    while (root / f"{base}_v{n}").exists():
+        n += 1
+    return f"{base}_v{n}"
+
+
+# ---------------------------------------------------------------- image
+def prepare_image(image: np.ndarray) -> np.ndarray:
+    """The image as a stage-1 PNG holds it: 8-bit grey or 8-bit RGB, pixels unchanged.
+
+    Integer images whose values all lie in 0..255 are stored as uint8 (lossless);
+    an RGBA image with an opaque alpha (255 everywhere) loses the alpha, as the
+    reader drops it anyway. Everything else is refused rather than converted.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+
+    Returns
+    -------
+    (H, W) or (H, W, 3) ndarray of uint8
+
+    Raises
+    ------
+    ValueError
+        Float or bool pixels, values outside 0..255, a transparent alpha, or
+        another shape.
+    """
+    image = np.asarray(image)
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
+        raise ValueError(
+            f"image has shape {image.shape}; a stage-1 image is (H, W) grey or (H, W, 3) RGB"
+        )
+    if image.size == 0:
+        raise ValueError("image is empty")
+    if not np.issubdtype(image.dtype, np.integer):
+        raise ValueError(
+            f"image has {image.dtype} pixels; a stage-1 PNG holds 8-bit integers only "
+            "(convert it to uint8 yourself if that loss is acceptable)"
+        )
+    if image.dtype != np.uint8:
+        low, high = int(image.min()), int(image.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"image has {image.dtype} values {low}..{high}; a stage-1 PNG holds 0..255 only "
+                "(rescale it to uint8 yourself if that loss is acceptable)"
+            )
+        image = image.astype(np.uint8)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        if not np.all(image[..., 3] == 255):
+            raise ValueError("image has a transparent alpha channel; stage-1 images are opaque")
+        image = image[..., :3]
+    return np.ascontiguousarray(image)
+
+
+def _validate_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape != tuple(shape):
+        raise ValueError(f"labels have shape {labels.shape}; the image is {shape[0]}x{shape[1]}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels have dtype {labels.dtype}; expected integers")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must not be negative")
+    return labels
+
+
+# ---------------------------------------------------------------- manifest
+def _manifest_path(root: Path) -> Path:
+    return root / MANIFEST
+
+
+def read_manifest(root: str | Path) -> dict[str, dict]:
+    """The manifest's entries, sample id -> entry; empty when there is no manifest.
+
+    Raises
+    ------
+    FileProblem
+        If the manifest exists but is not a manifest this package wrote.
+    """
+    path = _manifest_path(Path(root))
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileProblem(path, f"cannot be read as a JSON manifest ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("samples"), dict):
+        raise FileProblem(path, 'is not a nucleiseg manifest (no "samples" object)')
+    return data["samples"]
+
+
+def _manifest_text(samples: Mapping[str, dict]) -> str:
+    data = {
+        "format": MANIFEST_FORMAT,
+        "version": 1,
+        "samples": {k: samples[k] for k in sorted(samples)},
+    }
+    return json.dumps(data, indent=1) + "\n"
+
+
+def _write_temp_file(folder: Path, text: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def set_split(root: str | Path, sample_id: str, split: str) -> None:
+    """Mark an exported sample as training or validation data in the manifest.
+
+    Raises
+    ------
+    ValueError
+        An unknown split name.
+    FileProblem
+        The id is not in the manifest, or the manifest cannot be written.
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    samples = read_manifest(root)
+    if sample_id not in samples:
+        raise FileProblem(_manifest_path(root), f"has no sample {sample_id!r}")
+    samples[sample_id]["split"] = split
+    try:
+        tmp = _write_temp_file(root, _manifest_text(samples))
+        os.replace(tmp, _manifest_path(root))
+    except OSError as exc:
+        raise FileProblem(
+            _manifest_path(root), f"cannot be written ({exc.strerror or exc})"
+        ) from None
+
+
+# ---------------------------------------------------------------- one sample
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_sample` wrote.
+
+    Attributes
+    ----------
+    id : str
+        The sample id used (a new version id when one was asked for).
+    path : Path
+        The sample folder written.
+    mask_names : dict of int to str
+        Label -> mask file name.
+    changes : LabelChanges
+        Against the original labels given.
+    entry : dict
+        The manifest entry.
+    """
+
+    id: str
+    path: Path
+    mask_names: dict[int, str]
+    changes: LabelChanges
+    entry: dict
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    Image.fromarray(array).save(path, format="PNG", compress_level=1)
+
+
+def _write_sample_files(folder: Path, sample_id: str, image, labels, names) -> None:
+    (folder / stage1.IMAGES).mkdir()
+    (folder / stage1.MASKS).mkdir()
+    _save_png(image, folder / stage1.IMAGES / f"{sample_id}.png")
+    canvas = np.zeros(labels.shape, np.uint8)
+    for label, box, inside in _nuclei(labels):
+        canvas[box] = np.where(inside, 255, 0)
+        _save_png(canvas, folder / stage1.MASKS / names[label])
+        canvas[box] = 0
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _prepare_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise FileProblem(root, "is not a folder; cannot export into it")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileProblem(root, f"cannot be created ({exc.strerror or exc})") from None
+
+
+def export_sample(
+    root: str | Path,
+    sample_id: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    original: np.ndarray | None = None,
+    mask_names: Mapping[int, str] | None = None,
+    source: str | Path | None = None,
+    model: str | None = None,
+    split: str = "train",
+    if_exists: str = "refuse",
+) -> ExportResult:
+    """Write one image and its instance labels as a stage-1 sample, atomically.
+
+    Parameters
+    ----------
+    root : path-like
+        The export root; created when missing.
+    sample_id : str
+        The sample folder's name.
+    image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+        See :func:`prepare_image` for what is accepted.
+    labels : (H, W) ndarray of int
+        One label per nucleus, 0 = background.
+    original : (H, W) ndarray of int, optional
+        The labels as segmented or loaded: nuclei equal to one of them keep its
+        mask file name, and the changes are counted against it.
+    mask_names : mapping of int to str, optional
+        Original label -> mask file name (``Sample.mask_names``).
+    source : path-like, optional
+        Where the sample came from (recorded in the manifest; never written).
+    model : str, optional
+        The model that segmented it (recorded in the manifest).
+    split : {"train", "validation"}
+    if_exists : {"refuse", "overwrite", "new-version"}
+        What to do when ``ROOT/<sample_id>`` exists: raise :class:`SampleExists`,
+        replace it, or write :func:`next_version_id` instead.
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    SampleExists
+        The id exists and ``if_exists`` is "refuse"; nothing was written.
+    FileProblem
+        The root cannot be created or written, or the target is the source
+        folder; nothing was written.
+    ValueError
+        A bad id, split or ``if_exists``, or an image or labels that a stage-1
+        sample cannot hold.
+    """
+    root = Path(root)
+    sample_id = _validate_id(sample_id)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if if_exists not in IF_EXISTS:
+        raise ValueError(f"if_exists must be one of {', '.join(IF_EXISTS)}, got {if_exists!r}")
+    image = prepare_image(image)
+    labels = _validate_labels(labels, image.shape[:2])
+    names, changes = mask_file_names(labels, original, mask_names)
+
+    _prepare_root(root)
+    target = root / sample_id
+    if target.exists() or target.is_symlink():
+        if if_exists == "refuse":
+            raise SampleExists(
+                target,
+                f"already exists; overwrite it or export as a new version "
+                f"(e.g. {next_version_id(root, sample_id)})",
+            )
+        if if_exists == "new-version":
+            sample_id = next_version_id(root, sample_id)
+            target = root / sample_id
+    if source is not None and (
+        _is_within(Path(source), target) or _is_within(target, Path(source))
+    ):
+        raise FileProblem(target, "is the sample's source folder; export to another root or id")
+
+    entry = {
+        "source": None if source is None else str(source),
+        "model": model,
+        "added": changes.added,
+        "removed": changes.removed,
+        "changed": changes.changed,
+        "unchanged": changes.unchanged,
+        "nuclei": len(names),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": split,
+    }
+    samples = read_manifest(root)
+    samples[sample_id] = entry
+    _commit(root, target, sample_id, image, labels, names, _manifest_text(samples))
+    return ExportResult(sample_id, target, names, changes, entry)
+
+
+def _commit(root, target, sample_id, image, labels, names, manifest_text) -> None:
+    """Write into a temporary folder, then rename it and the manifest into place."""
+    tmp = manifest_tmp = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sample_id}-", dir=root))
+        _write_sample_files(tmp, sample_id, image, labels, names)
+        manifest_tmp = _write_temp_file(root, manifest_text)
+        _swap_into_place(tmp, target, root, sample_id)
+        tmp = None
+        os.replace(manifest_tmp, _manifest_path(root))
+        manifest_tmp = None
+    except OSError as exc:
+        where = exc.filename or root
+        raise FileProblem(where, f"cannot be written ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if manifest_tmp is not None:
+            manifest_tmp.unlink(missing_ok=True)
+
+
+def _swap_into_place(new: Path, target: Path, parent: Path, name: str) -> None:
+    """Rename ``new`` to ``target``; an existing target is moved aside first, then deleted.
+
+    When the rename fails, the old target is put back and nothing is deleted.
+    """
+    if not (target.exists() or target.is_symlink()):
+        os.rename(new, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-{name}-", dir=parent))
+    os.rename(target, aside / "old")
+    try:
+        os.rename(new, target)
+    except OSError:
+        os.rename(aside / "old", target)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- TIFF
+def write_label_tiff(path: str | Path, labels: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write an instance-label image as one compressed TIFF, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.tif`` file; its folder is created when missing.
+    labels : (H, W) ndarray of int
+        Stored as uint16 (uint32 when a label exceeds 65,535).
+    overwrite : bool
+        Replace an existing file; refused by default.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileProblem
+        The file exists (and ``overwrite`` is False) or cannot be written.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 2-D integer image, got {labels.shape} {labels.dtype}")
+    if path.exists() and not overwrite:
+        raise FileProblem(path, "already exists")
+    labels = labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        tifffile.imwrite(tmp, labels, compression="zlib")
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise FileProblem(
+            exc.filename or path, f"cannot be written ({exc.strerror or exc})"
+        ) from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def iter_export_tiff_layout(
+    root: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    overwrite: bool = False,
+) -> Generator[tuple[int, int], None, Path]:
+    """Convert a curated stage-1 root to the StarDist/Cellpose ``images/`` + ``masks/`` layout.
+
+    Writes ``OUT/images/<id>.tif`` (the image, uint8 grey or RGB) and
+    ``OUT/masks/<id>.tif`` (the instance labels, uint16 or uint32) for each
+    sample, into a temporary folder beside OUT that is renamed to OUT at the end.
+
+    Parameters
+    ----------
+    root : path-like
+        A stage-1 root (or one sample folder).
+    out : path-like
+        The folder to create.
+    split : {"train", "validation"}, optional
+        Only the samples the root's manifest marks so.
+    overwrite : bool
+        Replace an existing OUT; refused by default.
+
+    Yields
+    ------
+    (done, total) : (int, int)
+        After each sample.
+
+    Returns
+    -------
+    Path
+        OUT.
+
+    Raises
+    ------
+    FileProblem
+        OUT exists, a sample cannot be read, or OUT cannot be written.
+    """
+    root, out = Path(root), Path(out)
+    if out.exists() and not overwrite:
+        raise FileProblem(out, "already exists")
+    folders = stage1.resolve_samples(root)
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        marked = {k for k, v in read_manifest(root).items() if v.get("split") == split}
+        folders = [f for f in folders if f.name in marked]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    except OSError as exc:
+        raise FileProblem(out, f"cannot be created ({exc.strerror or exc})") from None
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        for done, folder in enumerate(folders, start=1):
+            sample = stage1.read_sample(folder)
+            tifffile.imwrite(tmp / "images" / f"{sample.id}.tif", sample.image, compression="zlib")
+            labels = (
+                sample.labels
+                if sample.labels is not None
+                else np.zeros(sample.image.shape[:2], np.uint16)
+            )
+            tifffile.imwrite(tmp / "masks" / f"{sample.id}.tif", labels, compression="zlib")
+            yield done, len(folders)
+        _swap_into_place(tmp, out, out.parent, out.name)
+        tmp = None
+    except OSError as exc:
+        raise FileProblem(
+            exc.filename or out, f"cannot be written ({exc.strerror or exc})"
+        ) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def export_tiff_layout(
+    root: str | Path, out: str | Path, *, split: str | None = None, overwrite: bool = False
+) -> Path:
+    """:func:`iter_export_tiff_layout` run to the end, for scripts."""
+    gen = iter_export_tiff_layout(root, out, split=split, overwrite=overwrite)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,274 @@
+"""The "Segment nuclei" dock widget in a real viewer (needs a display: run under xvfb-run).
+
+A tiny U-Net serves as the model: random weights whose 1x1 head is fitted by
+least squares on the fluorescence sample (one forward pass), so that it finds
+real nuclei in a second; one test uses the shipped default model when present.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from napari.layers import Labels
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_nucleiseg._napari import sample_data
+from napari_nucleiseg._napari._models import get_model
+from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
+from napari_nucleiseg.inference import labels_from_predicted
+from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.metrics import score_image
+from napari_nucleiseg.models import DEFAULT_MODEL, ModelConfig, save_checkpoint, shipped_models
+from napari_nucleiseg.postprocess import PostprocessConfig, targets_from_labels
+from napari_nucleiseg.preprocess import normalize
+from napari_nucleiseg.samples import sample_folder
+
+#: the shipped default model's DSB2018 score on the fluorescence sample must not drop below this
+SHIPPED_SCORE_FLOOR = 0.5
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return read_sample(sample_folder("fluorescence"))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, sample):
+    """A 2-level U-Net: random features, head fitted to the sample's body and border targets."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        "unet",
+        {"depth": 2, "base": 8},
+        postprocess=PostprocessConfig(prob_threshold=0.5, seed_threshold=0.6, min_size=10),
+    )
+    model = config.build().eval()
+    x = torch.from_numpy(normalize(sample.image, config.normalization))[None]
+    with torch.no_grad():
+        features = model.decoder(model.encoder(x))[0].flatten(1)
+    design = torch.cat([features, torch.ones(1, features.shape[1])]).T.double()
+    target = torch.from_numpy(targets_from_labels(sample.labels)).flatten(1).T.double() * 8 - 4
+    solution = torch.linalg.lstsq(design, target).solution.float()
+    with torch.no_grad():
+        model.head.weight.copy_(solution[:-1].T[:, :, None, None])
+        model.head.bias.copy_(solution[-1])
+    return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", model, config)
+
+
+@pytest.fixture
+def notes():
+    """Notifications shown during the test."""
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def open_sample(viewer):
+    for data, kwargs, kind in sample_data.fluorescence():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    return viewer.layers[0]
+
+
+def make_widget(viewer, checkpoint=None) -> SegmentWidget:
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment nuclei")
+    if checkpoint is not None:
+        assert widget.load_checkpoint(checkpoint)
+    return widget
+
+
+def segment(qtbot, widget) -> Labels:
+    widget.run()
+    assert widget._worker is not None
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
+    name = f"{widget._image.value.name} nuclei"
+    return widget._viewer.layers[name]
+
+
+def test_segment_sample_gives_labels_and_score(make_napari_viewer, qtbot, tiny_checkpoint, sample):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tiny_checkpoint)  # docked first: input and reference follow
+    image = open_sample(viewer)
+    image.scale, image.translate = (0.5, 0.5), (10, 20)
+    assert widget._image.value is image
+    assert widget._reference.value is viewer.layers[f"{image.name} masks"]
+    labels = segment(qtbot, widget)
+    assert isinstance(labels, Labels) and labels.data.shape == sample.labels.shape
+    assert labels.data.max() > 20  # the tiny model finds most of the 57 nuclei
+    np.testing.assert_array_equal(labels.scale, image.scale)
+    np.testing.assert_array_equal(labels.translate, image.translate)
+    assert f"<b>{labels.data.max()}</b> nuclei" in widget._status.value
+    score = score_image(sample.labels, labels.data)
+    qtbot.waitUntil(lambda: "DSB2018 score" in widget._score.value, timeout=WAIT_MS)
+    assert f"DSB2018 score <b>{score.score:.3f}</b>" in widget._score.value
+    assert f"<b>{score.ap[8]:.3f}</b>" in widget._score.value  # AP at 0.9
+
+
+def test_rerun_replaces_the_layer(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = make_widget(viewer, tiny_checkpoint)
+    first = segment(qtbot, widget)
+    n_layers = len(viewer.layers)
+    widget._show_maps.value = True  # adds the maps of the kept result at once
+    assert len(viewer.layers) == n_layers + 2
+    second = segment(qtbot, widget)
+    assert second is first and len(viewer.layers) == n_layers + 2
+    assert [layer.name for layer in viewer.layers].count(first.name) == 1
+
+
+def test_stack_gives_stack_of_labels(make_napari_viewer, qtbot, tiny_checkpoint, sample):
+    viewer = make_napari_viewer()
+    grey = sample.image[..., 0] if sample.image.ndim == 3 else sample.image
+    planes = [grey, np.fliplr(grey), np.zeros_like(grey)]
+    image = viewer.add_image(np.stack(planes).astype(np.uint16) * 200, name="stack")
+    widget = make_widget(viewer, tiny_checkpoint)
+    assert not widget._planes.native.isHidden()
+    labels = segment(qtbot, widget)
+    assert labels.data.shape == (3, *grey.shape)
+    assert labels.data[0].max() > 20 and labels.data[1].max() > 20 and labels.data[2].max() == 0
+    # only the plane on screen: the other planes keep what the layer held
+    kept = labels.data.copy()
+    viewer.dims.set_current_step(0, 2)
+    image.data[2] = image.data[0]
+    widget._planes.value = PLANE_ON_SCREEN
+    segment(qtbot, widget)
+    np.testing.assert_array_equal(labels.data[:2], kept[:2])
+    np.testing.assert_array_equal(labels.data[2], kept[0])
+
+
+def test_rgba_and_float_input(make_napari_viewer, qtbot, tiny_checkpoint, sample):
+    viewer = make_napari_viewer()
+    grey = sample.image[..., 0] if sample.image.ndim == 3 else sample.image
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    viewer.add_image(rgba, name="rgba", rgb=True)
+    viewer.add_image(grey.astype(np.float32) / 255, name="float")
+    widget = make_widget(viewer, tiny_checkpoint)
+    results = {}
+    for name in ("rgba", "float"):
+        widget._image.value = viewer.layers[name]
+        assert widget._planes.native.isHidden()
+        results[name] = segment(qtbot, widget).data
+        assert results[name].shape == grey.shape and results[name].max() > 20
+    np.testing.assert_array_equal(results["rgba"], results["float"])
+
+
+def test_threshold_reruns_postprocessing_only(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = make_widget(viewer, tiny_checkpoint)
+    model, config = get_model(tiny_checkpoint, widget._device.value)
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        labels = segment(qtbot, widget)
+        assert calls, "the network ran for the first result"
+        n_calls, before = len(calls), labels.data.copy()
+        widget._prob.value = 0.7
+        qtbot.waitUntil(lambda: not np.array_equal(labels.data, before), timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: widget._relabel_worker is None, timeout=WAIT_MS)
+    finally:
+        hook.remove()
+    assert len(calls) == n_calls, "moving a threshold must not run the network again"
+    expected = labels_from_predicted(
+        widget._result.maps[0], config, prob_threshold=0.7, seed_threshold=0.6, min_size=10
+    )
+    np.testing.assert_array_equal(labels.data, expected)
+
+
+def test_cancel_stops_a_long_run_and_adds_no_layer(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (3, 2048, 2048), dtype=np.uint8), name="big")
+    widget = make_widget(viewer, tiny_checkpoint)
+    widget._tta.value = True  # minutes of work on this CPU
+    names = [layer.name for layer in viewer.layers]
+    widget.run()
+    qtbot.wait(300)  # inside the first forward pass (4 tiles of 1024x1024)
+    assert widget._worker is not None
+    widget._cancel.changed.emit(True)  # the Cancel button
+    start = time.perf_counter()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=10_000)
+    print(f"cancel took {time.perf_counter() - start:.3f} s")
+    assert [layer.name for layer in viewer.layers] == names
+    assert widget._result is None and "Cancelled" in widget._status.value
+    assert widget._run.enabled
+
+
+def test_bad_checkpoint_gives_a_notification(make_napari_viewer, tmp_path, notes):
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = make_widget(viewer)
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"not a checkpoint")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    for path in (bad, other):
+        assert not widget.load_checkpoint(path)
+        errors = [n for n in notes if n.severity == NotificationSeverity.ERROR]
+        assert errors and path.name in errors[-1].message and "\n" not in errors[-1].message
+        assert str(path) not in [c for c in widget._model.choices]
+    assert not widget._run.enabled or shipped_models()
+
+
+def test_failed_run_is_a_notification(make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, notes):
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    gone = tmp_path / "gone.pt"
+    gone.write_bytes(tiny_checkpoint.read_bytes())
+    widget = make_widget(viewer, gone)
+    gone.unlink()
+    widget.run()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
+    errors = [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors and "gone.pt" in errors[-1].message
+    assert not any(layer.name.endswith(" nuclei") for layer in viewer.layers)
+
+
+def test_no_model_and_devices(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer)
+    values = widget._device.choices
+    assert values[0] == "auto" and "cpu" in values
+    assert ("cuda" in values) == torch.cuda.is_available()
+    assert "Runs on" in widget._device_line.value
+    if not shipped_models():
+        assert widget._model.choices == ("Load checkpoint…",)
+        assert "Load checkpoint" in widget._card.value and not widget._run.enabled
+
+
+def test_input_follows_the_layer_list_and_close_disconnects(make_napari_viewer, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tiny_checkpoint)
+    assert widget._image.value is None and not widget._run.enabled
+    first = viewer.add_image(np.zeros((64, 64), np.uint8), name="a")
+    second = viewer.add_image(np.zeros((64, 64), np.uint8), name="b")
+    assert widget._image.value is second
+    viewer.layers.selection.active = first
+    assert widget._image.value is first and widget._run.enabled
+    assert widget.load_checkpoint(tiny_checkpoint)
+    assert "no training record" in widget._card.value
+    viewer.window.remove_dock_widget(widget.native)
+    assert widget._viewer_events == []
+    viewer.layers.selection.active = second
+    assert widget._image.value is first  # no longer follows the layer list
+
+
+def test_shipped_model_scores_on_the_sample(make_napari_viewer, qtbot, sample):
+    if DEFAULT_MODEL not in shipped_models():
+        pytest.skip(f"no shipped weights yet (weights/{DEFAULT_MODEL}.pt is missing)")
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = make_widget(viewer)
+    assert widget._model.value == DEFAULT_MODEL
+    widget._device.value = "cpu"
+    labels = segment(qtbot, widget)
+    score = score_image(sample.labels, labels.data).score
+    print(f"{DEFAULT_MODEL} on the fluorescence sample: DSB {score:.3f}")
+    assert score >= SHIPPED_SCORE_FLOOR
+    qtbot.waitUntil(lambda: "DSB2018 score" in widget._score.value, timeout=WAIT_MS)
+    assert f"<b>{score:.3f}</b>" in widget._score.value

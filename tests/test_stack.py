@@ -1,0 +1,138 @@
+"""Stacks plane by plane, the stop switch, and the fallback after GPU out-of-memory errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nucleiseg import stack
+from napari_nucleiseg.inference import drain, labels_from_predicted, predict_maps
+from napari_nucleiseg.models import ModelConfig
+from napari_nucleiseg.stack import (
+    Cancelled,
+    DeviceFallbackWarning,
+    labels_of_planes,
+    leading_shape,
+    plane_indices,
+    predict_planes,
+    predict_with_fallback,
+    stop_switch,
+)
+
+
+@pytest.fixture(scope="module")
+def model_and_config():
+    torch.manual_seed(0)
+    config = ModelConfig("unet", {"depth": 2, "base": 4})
+    return config.build().eval(), config
+
+
+def test_planes_of_shapes():
+    assert leading_shape((64, 64), rgb=False) == ()
+    assert leading_shape((64, 64, 3), rgb=True) == ()
+    assert leading_shape((2, 3, 64, 64, 4), rgb=True) == (2, 3)
+    assert plane_indices(()) == [()]
+    assert plane_indices((2, 3)) == [(i, j) for i in range(2) for j in range(3)]
+    with pytest.raises(ValueError, match="no \\(H, W\\) plane"):
+        leading_shape((64, 3), rgb=True)
+
+
+def test_predict_planes_is_predict_maps_per_plane(model_and_config):
+    model, config = model_and_config
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, (2, 3, 40, 48), dtype=np.uint16)
+    planes = [(0, 1), (1, 2)]
+    steps = []
+    maps = drain(predict_planes(model, config, image, planes), steps.append)
+    assert maps.shape == (2, 2, 40, 48) and maps.dtype == np.float32
+    for got, index in zip(maps, planes):
+        np.testing.assert_allclose(got, drain(predict_maps(model, config, image[index])), atol=1e-6)
+    assert [(s.plane, s.planes) for s in steps] == [(0, 2), (1, 2)]
+    assert steps[-1].fraction == 1.0
+    labels = drain(labels_of_planes(maps, config, prob_threshold=0.3))
+    assert labels.shape == (2, 40, 48)
+    np.testing.assert_array_equal(
+        labels[1], labels_from_predicted(maps[1], config, prob_threshold=0.3)
+    )
+
+
+def test_stop_switch_interrupts_a_forward_pass(model_and_config):
+    model, config = model_and_config
+    stop = threading.Event()
+    layers = []
+    spy = model.register_forward_pre_hook(lambda m, a: layers.append(m))
+    try:
+        stop.set()
+        with stop_switch(model, stop), pytest.raises(Cancelled):
+            model(torch.zeros(1, 1, 32, 32))
+        assert len(layers) == 1  # stopped before the first layer ran
+        with pytest.raises(Cancelled):
+            drain(predict_planes(model, config, np.zeros((3, 32, 32)), [(0,), (1,)], stop=stop))
+    finally:
+        spy.remove()
+    assert not model._forward_pre_hooks  # the switch's hooks are gone
+    model(torch.zeros(1, 1, 32, 32))
+
+
+def _fake_predict(limit: int, calls: list):
+    """predict_maps that runs out of memory on tiles larger than ``limit`` (None: always)."""
+
+    def fake(model, config, image, *, device, tile_size, batch_size, tta):
+        calls.append((device.type, tile_size, batch_size))
+        side = tile_size or max(image.shape[:2])
+        if device.type != "cpu" and (limit is None or side > limit):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        yield 1, 1
+        return np.zeros((2, *image.shape[:2]), np.float32)
+
+    return fake
+
+
+def test_out_of_memory_falls_back_to_smaller_tiles(monkeypatch):
+    calls = []
+    monkeypatch.setattr(stack, "predict_maps", _fake_predict(600, calls))
+    image = np.zeros((1200, 1000), np.uint8)
+    with pytest.warns(DeviceFallbackWarning, match="600-pixel tiles"):
+        maps, device, tile = drain(
+            predict_with_fallback(None, None, image, device=torch.device("cuda"))
+        )
+    assert calls == [("cuda", None, 4), ("cuda", 600, 1)]
+    assert device.type == "cuda" and tile == 600 and maps.shape == (2, 1200, 1000)
+
+
+def test_out_of_memory_falls_back_to_the_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(stack, "predict_maps", _fake_predict(None, calls))
+    image = np.zeros((1024, 1024), np.uint8)
+    with pytest.warns(DeviceFallbackWarning) as caught:
+        maps, device, tile = drain(
+            predict_with_fallback(None, None, image, device=torch.device("cuda"))
+        )
+    assert [c[:2] for c in calls] == [("cuda", None), ("cuda", 512), ("cuda", 256), ("cpu", None)]
+    assert "CPU" in str(caught[-1].message) and device.type == "cpu" and tile is None
+
+
+def test_out_of_memory_on_the_cpu_is_raised(monkeypatch):
+    def oom(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: out of memory")
+        yield
+
+    monkeypatch.setattr(stack, "predict_maps", oom)
+    with pytest.raises(RuntimeError, match="not enough memory"):
+        drain(predict_with_fallback(None, None, np.zeros((8, 8)), device=torch.device("cpu")))
+
+
+def test_stack_imports_without_napari_or_qt():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_nucleiseg.stack\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
