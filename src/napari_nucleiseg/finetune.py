@@ -1,0 +1,273 @@
+"""Fine-tune a model on curated stage-1 roots and compare it with its base (napari-free).
+
+>>> plan = plan_validation(["curated/"], fraction=0.2)
+>>> gen = finetune("dsb2018-linknet", ["curated/"], TrainConfig(epochs=5), output="new.pt")
+>>> result = drain(gen)  # napari_nucleiseg.inference.drain; the widget wraps gen in a worker
+>>> result.base_score, result.new_score
+
+Validation samples are those flagged ``"split": "validation"`` in the curated
+roots' ``manifest.json`` (written by the correction widget's export); when none
+is flagged, a seeded fraction of the curated samples is held out. Only curated
+samples validate: the optional original training data only adds training
+samples (minus the base model's excluded ids, which stay unseen).
+
+The checkpoint is written once, at the end, with its model card (the training
+info of :class:`~napari_nucleiseg.training.TrainResult` plus the base model's
+name and score); a cancelled run writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileProblem
+from .inference import resolve_device
+from .io import Sample, read_sample
+from .io.export import read_manifest
+from .models import ModelConfig, load_model, save_checkpoint
+from .models.checkpoint import TrainingInfo
+from .training import TrainConfig, TrainProgress, TrainResult, evaluate, find_samples, train
+
+FLAGGED, HELD_OUT, NONE = "flagged", "held-out", "none"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Which curated samples validate, and how they were chosen.
+
+    Attributes
+    ----------
+    curated : list of Path
+        All curated sample folders, in root order.
+    ids : list of str
+        Ids of the validation samples.
+    how : {"flagged", "held-out", "none"}
+        Flagged in the manifests, a held-out fraction, or no validation at all.
+    """
+
+    curated: list[Path]
+    ids: list[str]
+    how: str
+
+    def describe(self) -> str:
+        """One line for users: how many samples validate and why those."""
+        n, total = len(self.ids), len(self.curated)
+        if self.how == FLAGGED:
+            return f"{n} of {total} curated samples flagged 'validation' in the manifests"
+        if self.how == HELD_OUT:
+            return (
+                f"none flagged 'validation': holding out {n} of {total} curated samples at random"
+            )
+        return f"no validation samples ({total} curated); the base and new models are not compared"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Progress outside the training loop: reading samples or scoring the base model."""
+
+    text: str
+    done: int
+    total: int
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced.
+
+    Attributes
+    ----------
+    train : TrainResult or None
+        None when the run was cancelled before training began.
+    validation : Validation
+    n_train : int
+        Training samples (curated plus original).
+    base_score, new_score : float or None
+        DSB2018 score of the base and of the new model on the validation samples.
+    checkpoint : Path or None
+        The checkpoint written; None when cancelled.
+    cancelled : bool
+    """
+
+    train: TrainResult | None
+    validation: Validation
+    n_train: int
+    base_score: float | None
+    new_score: float | None
+    checkpoint: Path | None
+    cancelled: bool
+
+
+def _manifest_root(path: Path) -> Path:
+    """The folder whose manifest describes ``path`` (a root, or a sample folder's root)."""
+    return path.parent if (path / "images").is_dir() else path
+
+
+def plan_validation(
+    roots: Sequence[str | os.PathLike], fraction: float = 0.2, seed: int = 0
+) -> Validation:
+    """Choose the validation samples of curated roots (cheap: folder listings and manifests).
+
+    Parameters
+    ----------
+    roots : sequence of path-like
+        Curated stage-1 roots or sample folders.
+    fraction : float
+        Share held out when no sample is flagged "validation" (at least one of
+        two or more samples when ``fraction > 0``).
+    seed : int
+        Seeds the held-out draw.
+
+    Raises
+    ------
+    FileProblem
+        A root that does not exist or holds no sample, or an unreadable manifest.
+    ValueError
+        No root given.
+    """
+    if not roots:
+        raise ValueError("no curated root given")
+    curated = find_samples([Path(r) for r in roots])
+    ids = {f.name for f in curated}
+    flagged = set()
+    for root in roots:
+        manifest = read_manifest(_manifest_root(Path(root)))
+        flagged |= {k for k, v in manifest.items() if v.get("split") == "validation"} & ids
+    if flagged:
+        return Validation(curated, [f.name for f in curated if f.name in flagged], FLAGGED)
+    n = min(max(round(fraction * len(curated)), 1), len(curated) - 1) if fraction > 0 else 0
+    if n <= 0:
+        return Validation(curated, [], NONE)
+    order = np.random.default_rng(seed).permutation(len(curated))[:n]
+    return Validation(curated, [curated[i].name for i in sorted(order)], HELD_OUT)
+
+
+def finetune_config(base: ModelConfig, data_roots: Sequence[str | os.PathLike]) -> ModelConfig:
+    """The base model's config with a new training record: its data roots plus ``data_roots``."""
+    roots = list(base.training.data_roots)
+    roots += [r for r in (str(Path(d).resolve()) for d in data_roots) if r not in roots]
+    info = TrainingInfo(data_roots=roots, exclude_ids=list(base.training.exclude_ids))
+    return replace(base, training=info)
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise FileProblem(output, "already exists; choose another path or allow overwriting")
+    if output.exists() and not output.is_file():
+        raise FileProblem(output, "is not a file")
+    if not output.parent.is_dir():
+        raise FileProblem(output.parent, "does not exist")
+    if not os.access(output.parent, os.W_OK):
+        raise FileProblem(output.parent, "is not writable")
+
+
+def finetune(
+    base: str | os.PathLike,
+    curated_roots: Sequence[str | os.PathLike],
+    settings: TrainConfig,
+    *,
+    output: str | os.PathLike,
+    original_root: str | os.PathLike | None = None,
+    val_fraction: float = 0.2,
+    overwrite: bool = False,
+    device: str = "auto",
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[Stage | TrainProgress, None, FinetuneResult]:
+    """Fine-tune ``base`` on curated samples; yields progress, returns a :class:`FinetuneResult`.
+
+    Parameters
+    ----------
+    base : str or path-like
+        A shipped model name or a checkpoint file.
+    curated_roots : sequence of path-like
+        Curated stage-1 roots (or sample folders); see :func:`plan_validation`.
+    settings : TrainConfig
+        Epochs, optimiser, learning rate, weight decay, crops, ...
+    output : path-like
+        The checkpoint to write at the end.
+    original_root : path-like, optional
+        More training data (e.g. the original stage-1 root); its samples whose
+        id is curated, validating, or excluded by the base model are skipped.
+    val_fraction : float
+        Held-out share when no curated sample is flagged "validation".
+    overwrite : bool
+        Replace an existing ``output`` (otherwise it is refused up front).
+    device : str
+        "auto", "cpu", "cuda" or "mps".
+    should_stop : callable () -> bool, optional
+        Polled between samples read, validation images and optimiser steps.
+
+    Yields
+    ------
+    Stage or TrainProgress
+
+    Raises
+    ------
+    FileProblem
+        A bad root, base checkpoint or output path (the message names it).
+    ValueError
+        An unavailable device, or no training sample left.
+    """
+    stop = should_stop or (lambda: False)
+    output = Path(output)
+    _check_output(output, overwrite)
+    dev = resolve_device(device)
+    model, base_config = load_model(base, device=dev)
+    validation = plan_validation(curated_roots, val_fraction, settings.seed)
+    folders = list(validation.curated)
+    if original_root is not None:
+        skip = {f.name for f in folders} | set(base_config.training.exclude_ids)
+        folders += find_samples(original_root, exclude_ids=skip)
+    samples: list[Sample] = []
+    for i, folder in enumerate(folders):
+        if stop():
+            return FinetuneResult(None, validation, 0, None, None, None, True)
+        yield Stage("Reading samples", i, len(folders))
+        sample = read_sample(folder)
+        if sample.labels is None:
+            raise FileProblem(folder, "has no masks/ folder; training needs annotated samples")
+        samples.append(sample)
+    val_ids = set(validation.ids)
+    val = [s for s in samples if s.id in val_ids]
+    train_samples = [s for s in samples if s.id not in val_ids]
+    if not train_samples:
+        raise ValueError("no training sample left: every curated sample is flagged 'validation'")
+
+    base_score = None
+    if val:
+        yield Stage("Scoring the base model", 0, len(val))
+        score = evaluate(model, base_config, val, dev, stop)
+        if score is None:
+            return FinetuneResult(None, validation, len(train_samples), None, None, None, True)
+        base_score = float(score.score)
+
+    roots = [*curated_roots, *([original_root] if original_root is not None else [])]
+    config = finetune_config(base_config, roots)
+    result = yield from train(
+        config, train_samples, val, settings, model=model, device=dev, should_stop=stop
+    )
+    new_score = None if result.best_score is None else float(result.best_score)
+    if result.cancelled:
+        return FinetuneResult(
+            result, validation, len(train_samples), base_score, new_score, None, True
+        )
+    scores = dict(result.config.training.scores)
+    scores.update(
+        base_model=str(base),
+        validation=validation.how,
+        n_train=len(train_samples),
+        n_val=len(val),
+    )
+    if base_score is not None:
+        scores["base_val_dsb"] = base_score
+    card = replace(result.config, training=replace(result.config.training, scores=scores))
+    result.config = card
+    _check_output(output, overwrite)  # nobody wrote it meanwhile
+    save_checkpoint(output, result.model, card)
+    return FinetuneResult(
+        result, validation, len(train_samples), base_score, new_score, output, False
+    )

@@ -1,0 +1,202 @@
+"""The "Train on curated data" dock widget in a real viewer (needs a display: run under xvfb-run).
+
+The base model is a tiny 2-level U-Net whose random features get a 1x1 head
+fitted by least squares on the fluorescence sample, so that its DSB2018 score
+is not zero; one test fine-tunes the shipped default model when there is one.
+The curated root is exported with :func:`napari_nucleiseg.io.export.export_sample`
+from the two shipped samples: histology to train on, fluorescence flagged
+"validation".
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_nucleiseg._napari.segment_widget import SegmentWidget
+from napari_nucleiseg._napari.train_widget import TrainWidget
+from napari_nucleiseg.finetune import plan_validation
+from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.io.export import export_sample
+from napari_nucleiseg.models import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    load_model,
+    save_checkpoint,
+    shipped_models,
+)
+from napari_nucleiseg.postprocess import PostprocessConfig, targets_from_labels
+from napari_nucleiseg.preprocess import normalize
+from napari_nucleiseg.samples import sample_folder
+
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(tmp_path_factory):
+    """A 2-level U-Net (base 8): random features, head fitted to the fluorescence targets."""
+    sample = read_sample(sample_folder("fluorescence"))
+    torch.manual_seed(0)
+    config = ModelConfig(
+        "unet",
+        {"depth": 2, "base": 8},
+        postprocess=PostprocessConfig(prob_threshold=0.5, seed_threshold=0.6, min_size=10),
+    )
+    model = config.build().eval()
+    x = torch.from_numpy(normalize(sample.image, config.normalization))[None]
+    with torch.no_grad():
+        features = model.decoder(model.encoder(x))[0].flatten(1)
+    design = torch.cat([features, torch.ones(1, features.shape[1])]).T.double()
+    target = torch.from_numpy(targets_from_labels(sample.labels)).flatten(1).T.double() * 8 - 4
+    solution = torch.linalg.lstsq(design, target).solution.float()
+    with torch.no_grad():
+        model.head.weight.copy_(solution[:-1].T[:, :, None, None])
+        model.head.bias.copy_(solution[-1])
+    return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", model, config)
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory):
+    """A curated root: histology for training, fluorescence flagged "validation"."""
+    root = tmp_path_factory.mktemp("curated") / "curated"
+    for kind, split in (("histology", "train"), ("fluorescence", "validation")):
+        s = read_sample(sample_folder(kind))
+        export_sample(root, s.id, s.image, s.labels, original=s.labels, split=split)
+    return root
+
+
+@pytest.fixture
+def notes():
+    """Notifications shown during the test."""
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)
+
+
+def make_widget(viewer, base=None, roots=(), output=None) -> TrainWidget:
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train on curated data")
+    if base is not None:
+        assert widget.load_checkpoint(base)
+    for root in roots:
+        widget.add_root(root)
+    widget._epochs.value, widget._repeats.value = 2, 1
+    widget._batch.value, widget._crop.value = 2, 64
+    widget._device.value = "cpu"
+    if output is not None:
+        widget._output.value = output
+    return widget
+
+
+def run_to_end(qtbot, widget) -> None:
+    assert widget.train()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
+
+
+def test_finetune_saves_checkpoint_and_shows_scores(
+    make_napari_viewer, qtbot, base_checkpoint, curated, tmp_path, monkeypatch
+):
+    viewer = make_napari_viewer()
+    segment = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(segment, name="Segment nuclei")
+    output = tmp_path / "new.pt"
+    output.write_bytes(b"an old file")  # replaced, after the user agrees
+    asked = []
+    monkeypatch.setattr(TrainWidget, "confirm_overwrite", lambda self, p: asked.append(p) or True)
+    widget = make_widget(viewer, base_checkpoint, [curated], output)
+    assert "1 of 2 curated samples flagged 'validation'" in widget._validation.value
+    run_to_end(qtbot, widget)
+    assert asked == [output]
+    model, config = load_model(output)
+    scores = config.training.scores
+    assert config.training.val_ids == [read_sample(sample_folder("fluorescence")).id]
+    assert scores["validation"] == "flagged" and scores["n_train"] == 1
+    assert scores["base_model"] == str(base_checkpoint.resolve())
+    assert str(curated.resolve()) in config.training.data_roots
+    assert config.training.settings["crop_size"] == 64 and config.training.epochs == 2
+    assert scores["base_val_dsb"] > 0.05  # the fitted head finds nuclei
+    text = widget._scores.value
+    assert f"<b>{scores['base_val_dsb']:.3f}</b>" in text
+    assert f"<b>{scores['val_dsb']:.3f}</b>" in text
+    assert widget._plot.base == pytest.approx(scores["base_val_dsb"])
+    assert len(widget._plot.losses) == 2 and len(widget._plot.scores) == 2
+    assert "Saved" in widget._status.value
+    # the new model is offered here (as a base) and to the segmentation widget
+    assert str(output.resolve()) in [v for _, v in widget._base_choices()]
+    assert segment._model.value == str(output.resolve())
+
+
+def test_held_out_fraction_when_none_flagged(make_napari_viewer, curated, tmp_path):
+    plain = tmp_path / "plain"
+    for kind in ("fluorescence", "histology"):
+        shutil.copytree(sample_folder(kind), plain / sample_folder(kind).name)
+    plan = plan_validation([plain], fraction=0.2)
+    assert plan.how == "held-out" and len(plan.ids) == 1 and len(plan.curated) == 2
+    assert plan_validation([plain], fraction=0.0).how == "none"
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, roots=[plain])
+    assert "holding out 1 of 2" in widget._validation.value
+    assert widget._output.value == tmp_path / "plain-finetuned.pt"
+    widget.add_root(curated)  # flags in any manifest win
+    assert "flagged" in widget._validation.value and not widget._holdout.enabled
+
+
+def test_cancel_writes_no_checkpoint(make_napari_viewer, qtbot, base_checkpoint, curated, tmp_path):
+    viewer = make_napari_viewer()
+    output = tmp_path / "cancelled.pt"
+    widget = make_widget(viewer, base_checkpoint, [curated], output)
+    widget._epochs.value = 500
+    assert widget.train()
+    qtbot.waitUntil(lambda: len(widget._plot.losses) > 0, timeout=WAIT_MS)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=10_000)
+    assert not output.exists()
+    assert "Cancelled" in widget._status.value
+    assert not list(tmp_path.glob(".cancelled.pt*"))  # no temporary file left either
+    assert widget._train.enabled
+
+
+def test_bad_root_and_bad_checkpoint_notify(make_napari_viewer, base_checkpoint, tmp_path, notes):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, base_checkpoint, [tmp_path / "nowhere"], tmp_path / "out.pt")
+    assert "does not exist" in widget._validation.value
+    assert not widget.train()
+    errors = [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors and "nowhere" in errors[-1].message and "does not exist" in errors[-1].message
+    assert "\n" not in errors[-1].message
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert not widget.load_checkpoint(bad)
+    assert "Cannot use this checkpoint" in notes[-1].message and "bad.pt" in notes[-1].message
+    assert str(bad.resolve()) not in [v for _, v in widget._base_choices()]
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_existing_output_needs_confirmation(
+    make_napari_viewer, base_checkpoint, curated, tmp_path, monkeypatch
+):
+    viewer = make_napari_viewer()
+    output = tmp_path / "keep.pt"
+    output.write_bytes(b"precious")
+    monkeypatch.setattr(TrainWidget, "confirm_overwrite", lambda self, p: False)
+    widget = make_widget(viewer, base_checkpoint, [curated], output)
+    assert not widget.train()
+    assert widget._worker is None
+    assert output.read_bytes() == b"precious"
+    assert "exists" in widget._status.value
+
+
+@pytest.mark.skipif(not shipped_models(), reason="no shipped weights in this checkout yet")
+def test_finetune_shipped_model(make_napari_viewer, qtbot, curated, tmp_path):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, roots=[curated], output=tmp_path / "shipped-ft.pt")
+    assert widget._base.value == DEFAULT_MODEL
+    widget._epochs.value = 1
+    run_to_end(qtbot, widget)
+    _, config = load_model(tmp_path / "shipped-ft.pt")
+    assert config.training.scores["base_model"] == DEFAULT_MODEL
+    assert "new model" in widget._scores.value
