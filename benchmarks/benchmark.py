@@ -128,7 +128,7 @@ def speed(models: list[str], devices: list[str], repeats: int) -> None:
     )
     header = " | ".join(f"{h}x{w}" for h, w in SIZES)
     print(f"| device | model | {header} | ratio to reference ({header}) |")
-    print("| --- | --- | " + " | ".join("---" for _ in SIZES) * 2 + " |")
+    print("| --- | --- | " + " | ".join(["---"] * (2 * len(SIZES))) + " |")
     for device in devices:
         dev = resolve_device(device)
         reference = (

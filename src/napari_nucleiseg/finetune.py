@@ -1,7 +1,7 @@
 """Fine-tune a model on curated stage-1 roots and compare it with its base (napari-free).
 
 >>> plan = plan_validation(["curated/"], fraction=0.2)
->>> gen = finetune("dsb2018-linknet", ["curated/"], TrainConfig(epochs=5), output="new.pt")
+>>> gen = finetune("dsb2018-unet", ["curated/"], TrainConfig(epochs=5), output="new.pt")
 >>> result = drain(gen)  # napari_nucleiseg.inference.drain; the widget wraps gen in a worker
 >>> result.base_score, result.new_score
 

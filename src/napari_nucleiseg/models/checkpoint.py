@@ -29,7 +29,7 @@ VERSION = 1
 #: folder of the shipped checkpoints, ``<name>.pt`` each
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: the shipped model that ``predict`` and the widgets use unless told otherwise (the better one)
-DEFAULT_MODEL = "dsb2018-linknet"
+DEFAULT_MODEL = "dsb2018-unet"
 
 
 @dataclass
@@ -196,6 +196,7 @@ def save_checkpoint(
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
