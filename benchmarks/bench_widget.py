@@ -9,9 +9,7 @@ longest gap between ticks of a 10 ms QTimer, i.e. the longest freeze of
 napari's event loop. ``--screenshot PATH`` instead renders the docked widget
 beside a segmented sample and saves the window as a PNG.
 
-Without ``--model`` it uses the shipped default model, or, when none is
-shipped, a tiny U-Net (random features, 1x1 head fitted to the sample by least
-squares) that finds nuclei but segments them poorly.
+Without ``--model`` it uses the shipped default model.
 """
 
 from __future__ import annotations
@@ -22,34 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def tiny_checkpoint(folder: Path) -> Path:
-    """A 2-level U-Net whose head is fitted on the fluorescence sample (one forward pass)."""
-    import torch
-
-    from napari_nucleiseg.io import read_sample
-    from napari_nucleiseg.models import ModelConfig, save_checkpoint
-    from napari_nucleiseg.postprocess import PostprocessConfig, targets_from_labels
-    from napari_nucleiseg.preprocess import normalize
-    from napari_nucleiseg.samples import sample_folder
-
-    torch.manual_seed(0)
-    sample = read_sample(sample_folder("fluorescence"))
-    config = ModelConfig(
-        "unet", {"depth": 2, "base": 8}, postprocess=PostprocessConfig(0.5, 0.6, 10, 5)
-    )
-    model = config.build().eval()
-    x = torch.from_numpy(normalize(sample.image, config.normalization))[None]
-    with torch.no_grad():
-        features = model.decoder(model.encoder(x))[0].flatten(1)
-    design = torch.cat([features, torch.ones(1, features.shape[1])]).T.double()
-    target = torch.from_numpy(targets_from_labels(sample.labels)).flatten(1).T.double() * 8 - 4
-    solution = torch.linalg.lstsq(design, target).solution.float()
-    with torch.no_grad():
-        model.head.weight.copy_(solution[:-1].T[:, :, None, None])
-        model.head.bias.copy_(solution[-1])
-    return save_checkpoint(folder / "tiny-fitted-unet.pt", model, config)
 
 
 class StallMeter:
@@ -102,11 +72,11 @@ def setup(model: str | None, folder: Path):
     viewer.window._qt_window.resize(1400, 900)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment nuclei")
-    source = model or (DEFAULT_MODEL if DEFAULT_MODEL in shipped_models() else None)
+    source = model or DEFAULT_MODEL
     if source in shipped_models():
         widget._model.value = source
     else:
-        widget.load_checkpoint(source or tiny_checkpoint(folder))
+        widget.load_checkpoint(source)
     return viewer, widget
 
 

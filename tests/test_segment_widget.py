@@ -21,9 +21,7 @@ from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidg
 from napari_nucleiseg.inference import labels_from_predicted
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.metrics import score_image
-from napari_nucleiseg.models import DEFAULT_MODEL, ModelConfig, save_checkpoint, shipped_models
-from napari_nucleiseg.postprocess import PostprocessConfig, targets_from_labels
-from napari_nucleiseg.preprocess import normalize
+from napari_nucleiseg.models import DEFAULT_MODEL, shipped_models
 from napari_nucleiseg.samples import sample_folder
 
 #: a regression floor: the shipped default model's DSB2018 score on the fluorescence sample
@@ -34,28 +32,6 @@ WAIT_MS = 30_000
 @pytest.fixture(scope="module")
 def sample():
     return read_sample(sample_folder("fluorescence"))
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, sample):
-    """A 2-level U-Net: random features, head fitted to the sample's body and border targets."""
-    torch.manual_seed(0)
-    config = ModelConfig(
-        "unet",
-        {"depth": 2, "base": 8},
-        postprocess=PostprocessConfig(prob_threshold=0.5, seed_threshold=0.6, min_size=10),
-    )
-    model = config.build().eval()
-    x = torch.from_numpy(normalize(sample.image, config.normalization))[None]
-    with torch.no_grad():
-        features = model.decoder(model.encoder(x))[0].flatten(1)
-    design = torch.cat([features, torch.ones(1, features.shape[1])]).T.double()
-    target = torch.from_numpy(targets_from_labels(sample.labels)).flatten(1).T.double() * 8 - 4
-    solution = torch.linalg.lstsq(design, target).solution.float()
-    with torch.no_grad():
-        model.head.weight.copy_(solution[:-1].T[:, :, None, None])
-        model.head.bias.copy_(solution[-1])
-    return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", model, config)
 
 
 @pytest.fixture

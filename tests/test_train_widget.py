@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_nucleiseg._napari.segment_widget import SegmentWidget
@@ -23,39 +22,18 @@ from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.io.export import export_sample
 from napari_nucleiseg.models import (
     DEFAULT_MODEL,
-    ModelConfig,
     load_model,
-    save_checkpoint,
     shipped_models,
 )
-from napari_nucleiseg.postprocess import PostprocessConfig, targets_from_labels
-from napari_nucleiseg.preprocess import normalize
 from napari_nucleiseg.samples import sample_folder
 
 WAIT_MS = 30_000
 
 
-@pytest.fixture(scope="module")
-def base_checkpoint(tmp_path_factory):
-    """A 2-level U-Net (base 8): random features, head fitted to the fluorescence targets."""
-    sample = read_sample(sample_folder("fluorescence"))
-    torch.manual_seed(0)
-    config = ModelConfig(
-        "unet",
-        {"depth": 2, "base": 8},
-        postprocess=PostprocessConfig(prob_threshold=0.5, seed_threshold=0.6, min_size=10),
-    )
-    model = config.build().eval()
-    x = torch.from_numpy(normalize(sample.image, config.normalization))[None]
-    with torch.no_grad():
-        features = model.decoder(model.encoder(x))[0].flatten(1)
-    design = torch.cat([features, torch.ones(1, features.shape[1])]).T.double()
-    target = torch.from_numpy(targets_from_labels(sample.labels)).flatten(1).T.double() * 8 - 4
-    solution = torch.linalg.lstsq(design, target).solution.float()
-    with torch.no_grad():
-        model.head.weight.copy_(solution[:-1].T[:, :, None, None])
-        model.head.bias.copy_(solution[-1])
-    return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", model, config)
+@pytest.fixture
+def base_checkpoint(tiny_checkpoint):
+    """The shared tiny U-Net fitted to the fluorescence sample (tests/conftest.py)."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
