@@ -15,8 +15,8 @@ from ..models import ModelConfig, SegmentationModel
 from ..postprocess import PostprocessConfig
 
 #: thresholds tried by :func:`tune_postprocess`
-PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
-SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
 def tune_postprocess(
