@@ -90,3 +90,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         model.head.weight.copy_(solution[:-1].T[:, :, None, None])
         model.head.bias.copy_(solution[-1])
     return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", model, config)
+
+
+@pytest.fixture
+def notes():
+    """napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    yield seen
+    notification_manager.notification_ready.disconnect(seen.append)

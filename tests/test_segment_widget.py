@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from napari.layers import Labels
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_nucleiseg._napari import sample_data
 from napari_nucleiseg._napari._models import get_model
@@ -32,15 +32,6 @@ WAIT_MS = 30_000
 @pytest.fixture(scope="module")
 def sample():
     return read_sample(sample_folder("fluorescence"))
-
-
-@pytest.fixture
-def notes():
-    """Notifications shown during the test."""
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def open_sample(viewer):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_nucleiseg._napari.segment_widget import SegmentWidget
 from napari_nucleiseg._napari.train_widget import TrainWidget
@@ -44,15 +44,6 @@ def curated(tmp_path_factory):
         s = read_sample(sample_folder(kind))
         export_sample(root, s.id, s.image, s.labels, original=s.labels, split=split)
     return root
-
-
-@pytest.fixture
-def notes():
-    """Notifications shown during the test."""
-    seen = []
-    notification_manager.notification_ready.connect(seen.append)
-    yield seen
-    notification_manager.notification_ready.disconnect(seen.append)
 
 
 def make_widget(viewer, base=None, roots=(), output=None) -> TrainWidget:

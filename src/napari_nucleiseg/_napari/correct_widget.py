@@ -31,7 +31,7 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 
 from .. import edit
 from ..errors import FileProblem
@@ -45,6 +45,7 @@ from ..io.export import (
     next_version_id,
     write_label_tiff,
 )
+from ._lifetime import CloseWatcher
 
 #: Labels-layer metadata: the labels the change count starts from (set by a
 #: segmentation widget, or taken when this widget first sees the layer).
@@ -55,21 +56,6 @@ KEYS = {"D": "delete", "G": "merge", "S": "split", "H": "fill_holes", "N": "new_
 
 def _parse_ids(text: str) -> list[int]:
     return [int(t) for t in re.findall(r"\d+", text or "")]
-
-
-class _CloseWatcher(QObject):
-    """Calls back once when the widget is closed or taken out of its dock."""
-
-    def __init__(self, callback: Callable[[], None]):
-        super().__init__()
-        self._callback = callback
-
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
-        closing = event.type() == QEvent.Type.Close
-        undocked = event.type() == QEvent.Type.ParentChange and obj.parent() is None
-        if closing or undocked:
-            self._callback()
-        return False
 
 
 class CorrectWidget(Container):
@@ -86,7 +72,7 @@ class CorrectWidget(Container):
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)
         self._timer.timeout.connect(self.update_count)
-        self._watcher = _CloseWatcher(self.disconnect_layer)
+        self._watcher = CloseWatcher(self.disconnect_layer)
         self.native.installEventFilter(self._watcher)
         self.native.destroyed.connect(self._on_destroyed)
         viewer.layers.events.removed.connect(self._on_layer_removed)
