@@ -13,6 +13,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -273,14 +274,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.base_model:
         model, base = load_model(args.base_model, device="cpu")
-        config = ModelConfig(
-            base.architecture,
-            base.arch_kwargs,
-            base.maps,
-            base.normalization,
-            base.postprocess,
-            info,
-        )
+        config = replace(base, training=info)  # the base's model, a new training record
     else:
         model = None
         config = ModelConfig(
