@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_nucleiseg.io import Sample
+from napari_nucleiseg.io import Sample, read_sample
+from napari_nucleiseg.samples import sample_folder
 from napari_nucleiseg.training import (
     AugmentConfig,
     CropDataset,
@@ -145,3 +146,17 @@ def test_bad_shapes_are_rejected():
         random_crop(
             np.zeros((5, 5)), np.zeros((5, 5), int), np.random.default_rng(), AugmentConfig()
         )
+
+
+def test_inverted_repeats_oversample_bright_background_samples():
+    """The histology (bright-background) sample gets 3x the crops; fluorescence keeps one."""
+    samples = [read_sample(sample_folder(kind)) for kind in ("fluorescence", "histology")]
+    plain = CropDataset(samples, crop_size=64, repeats=2)
+    more = CropDataset(samples, crop_size=64, repeats=2, inverted_repeats=3)
+    assert len(plain) == 4 and plain.order == [0, 1]
+    assert len(more) == 8 and more.order == [0, 1, 1, 1]
+    # the extra crops are different crops of the histology sample, not copies
+    crops = [more[i][0].numpy() for i in (1, 2, 3)]
+    assert not np.array_equal(crops[0], crops[1]) and not np.array_equal(crops[1], crops[2])
+    with pytest.raises(ValueError, match="inverted_repeats"):
+        CropDataset(samples, inverted_repeats=0)

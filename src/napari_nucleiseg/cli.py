@@ -289,6 +289,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         crop_size=args.crop_size,
         repeats=args.repeats,
+        inverted_repeats=args.inverted_repeats,
         max_steps=args.steps_per_epoch,
         optimizer=args.optimizer,
         lr=args.lr,
@@ -413,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=1, help="crops per sample per epoch")
+    p.add_argument(
+        "--inverted-repeats",
+        type=int,
+        default=1,
+        help="times more crops of bright-background (brightfield, H&E) samples",
+    )
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")

@@ -45,6 +45,8 @@ class TrainConfig:
     epochs, batch_size, crop_size : int
     repeats : int
         Crops per training sample per epoch.
+    inverted_repeats : int
+        Times more crops of bright-background (brightfield, H&E) samples.
     max_steps : int, optional
         Cap on the optimiser steps per epoch (quick runs, tests).
     optimizer : {"sgd", "rmsprop", "adam", "adamw"}
@@ -73,6 +75,7 @@ class TrainConfig:
     batch_size: int = 8
     crop_size: int = 256
     repeats: int = 1
+    inverted_repeats: int = 1
     max_steps: int | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -301,6 +304,7 @@ def train(
         augment=settings.augment,
         crop_size=settings.crop_size,
         repeats=settings.repeats,
+        inverted_repeats=settings.inverted_repeats,
         border_width=settings.border_width,
         seed=settings.seed,
     )
