@@ -85,6 +85,7 @@ def test_finetune_saves_checkpoint_and_shows_scores(
     assert config.training.val_ids == [read_sample(sample_folder("fluorescence")).id]
     assert scores["validation"] == "flagged" and scores["n_train"] == 1
     assert scores["base_model"] == str(base_checkpoint.resolve())
+    assert config.training.base["source"] == scores["base_model"]  # the base's record travels
     assert str(curated.resolve()) in config.training.data_roots
     assert config.training.settings["crop_size"] == 64 and config.training.epochs == 2
     assert scores["base_val_dsb"] > 0.05  # the fitted head finds nuclei

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -153,3 +154,32 @@ def test_tune_postprocess_is_never_worse_than_the_defaults():
     )
     assert best_score >= default_score
     assert best.prob_threshold in (0.3, 0.5) and best.seed_threshold in (0.5, 0.7)
+
+
+def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, tiny_checkpoint, capsys):
+    """`nucleiseg train --base-model`: a checkpoint whose record names its base and settings."""
+    from napari_nucleiseg.cli import main
+
+    root = tmp_path / "root"
+    for kind in ("fluorescence", "histology"):
+        shutil.copytree(sample_folder(kind), root / sample_folder(kind).name)
+    val_ids = tmp_path / "val.txt"
+    val_ids.write_text(sample_folder("fluorescence").name + "  # fluorescence\n")
+    out = tmp_path / "tuned.pt"
+    argv = [
+        "train", str(root), "-o", str(out), "--base-model", str(tiny_checkpoint),
+        "--epochs", "1", "--steps-per-epoch", "2", "--crop-size", "64", "--batch-size", "2",
+        "--inverted-repeats", "3", "--val-ids", str(val_ids), "--threads", "1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    _, config = load_model(out)
+    _, base = load_model(tiny_checkpoint)
+    record = config.training
+    assert record.settings["inverted_repeats"] == 3 and record.epochs == 1
+    assert record.val_ids == [sample_folder("fluorescence").name]
+    assert record.base["source"] == str(tiny_checkpoint)
+    assert record.base["machine"] == base.training.machine
+    assert config.arch_kwargs == base.arch_kwargs
+    before = out.read_bytes()
+    assert main(argv) == 1  # an existing checkpoint is kept
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before

@@ -274,7 +274,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.base_model:
         model, base = load_model(args.base_model, device="cpu")
-        config = replace(base, training=info)  # the base's model, a new training record
+        # the base's model, a new training record that names where it started
+        config = replace(base, training=replace(info, base=base.training.lineage(args.base_model)))
     else:
         model = None
         config = ModelConfig(

@@ -146,11 +146,20 @@ def plan_validation(
     return Validation(curated, [curated[i].name for i in sorted(order)], HELD_OUT)
 
 
-def finetune_config(base: ModelConfig, data_roots: Sequence[str | os.PathLike]) -> ModelConfig:
-    """The base model's config with a new training record: its data roots plus ``data_roots``."""
+def finetune_config(
+    base: ModelConfig, data_roots: Sequence[str | os.PathLike], source: str | os.PathLike = ""
+) -> ModelConfig:
+    """The base model's config with a new training record: its data roots plus ``data_roots``.
+
+    ``source`` (the base's name or path) goes into the record's lineage.
+    """
     roots = list(base.training.data_roots)
     roots += [r for r in (str(Path(d).resolve()) for d in data_roots) if r not in roots]
-    info = TrainingInfo(data_roots=roots, exclude_ids=list(base.training.exclude_ids))
+    info = TrainingInfo(
+        data_roots=roots,
+        exclude_ids=list(base.training.exclude_ids),
+        base=base.training.lineage(source),
+    )
     return replace(base, training=info)
 
 
@@ -246,7 +255,7 @@ def finetune(
         base_score = float(score.score)
 
     roots = [*curated_roots, *([original_root] if original_root is not None else [])]
-    config = finetune_config(base_config, roots)
+    config = finetune_config(base_config, roots, base)
     result = yield from train(
         config, train_samples, val, settings, model=model, device=dev, should_stop=stop
     )

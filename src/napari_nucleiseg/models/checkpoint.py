@@ -50,6 +50,9 @@ class TrainingInfo:
         Where it trained (device, CPU/GPU name).
     settings : dict
         Optimiser, learning rate, batch size, crop size, seed, augmentation, ...
+    base : dict
+        For fine-tuned weights, the record of the weights they started from
+        (see :meth:`lineage`); empty for a model trained from scratch.
     """
 
     data_roots: list[str] = field(default_factory=list)
@@ -59,6 +62,14 @@ class TrainingInfo:
     scores: dict[str, Any] = field(default_factory=dict)
     machine: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)
+
+    def lineage(self, source: str | os.PathLike) -> dict[str, Any]:
+        """This record as the ``base`` of weights fine-tuned from ``source`` (name or path)."""
+        record = asdict(self)
+        for long in ("exclude_ids", "val_ids"):
+            record[long] = len(record[long])  # counts: the child keeps its own lists
+        return {"source": str(source), **record}
 
 
 @dataclass
