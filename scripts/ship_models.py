@@ -15,7 +15,7 @@ import json
 import re
 import sys
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -102,9 +102,23 @@ def history_from_log(log: Path) -> list[dict]:
     return rows
 
 
+def stage(record: dict, prefix: str = "") -> str:
+    """One training run of a record (``asdict(TrainingInfo)`` or its ``base``), in words."""
+    s = record["settings"]
+    extra = (
+        f", bright-background samples x{s['inverted_repeats']}"
+        if s.get("inverted_repeats", 1) > 1
+        else ""
+    )
+    return (
+        f"{prefix}{record['epochs']} epochs (best: {record['scores'].get('best_epoch')}), "
+        f"{s.get('optimizer')} lr {s.get('lr')}, weight decay {s.get('weight_decay')}, batch "
+        f"{s.get('batch_size')} of {s.get('crop_size')}-pixel crops{extra}, seed {s.get('seed')}"
+    )
+
+
 def write_card(name, config, scores, history, target) -> None:
     t = config.training
-    s = t.settings
     n_params = sum(p.numel() for p in config.build().parameters())
     lines = [
         f"# {name}",
@@ -120,11 +134,11 @@ def write_card(name, config, scores, history, target) -> None:
         f"- Never trained on: {len(t.exclude_ids)} ids (`scripts/splits/exclude_ids.txt`: the StarDist "
         "paper's 50 test ids and the shipped samples); validation: "
         f"{len(t.val_ids)} ids (`scripts/splits/val_ids.txt`, every kind of image).",
-        f"- Recipe: `bash scripts/train_shipped.sh`, then `python scripts/ship_models.py`; "
-        f"{t.epochs} epochs (best: {scores.get('best_epoch')}), {s.get('optimizer')} lr {s.get('lr')}, "
-        f"weight decay {s.get('weight_decay')}, batch {s.get('batch_size')} of {s.get('crop_size')}-pixel "
-        f"crops, seed {s.get('seed')}, BCE + Dice loss, joint augmentation (flips, rotations, shear, "
-        "zoom, intensity and stain jitter).",
+        "- Recipe: `bash scripts/train_shipped.sh`, then `python scripts/ship_models.py`; "
+        + (stage(t.base, "stage 1: ") + "; stage 2, from those weights: " if t.base else "")
+        + stage(asdict(t))
+        + "; BCE + Dice loss, joint augmentation (flips, rotations, shear, zoom, intensity and "
+        "stain jitter).",
         f"- Machine: {t.machine}.",
         f"- Post-processing thresholds chosen on the validation split: probability "
         f"{config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, "
