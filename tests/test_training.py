@@ -103,9 +103,8 @@ def test_best_checkpoint_is_kept_and_loads(samples, tmp_path):
     assert info.epochs == result.best_epoch
     assert info.settings["optimizer"] == "adam" and info.machine.startswith("cpu")
     # the returned model holds the best weights, as the file does
-    x = torch.rand(1, 1, 64, 64)
-    with torch.inference_mode():
-        assert torch.equal(model(x), result.model.eval()(x))
+    best = result.model.state_dict()
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "adamw"])

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference import drain, labels_from_predicted, predict_maps, resolve_device
+from ..inference import drain, labels_from_predicted, memory_format, predict_maps, resolve_device
 from ..io import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel, save_checkpoint
@@ -294,7 +294,8 @@ def train(
     if model is None:
         model = config.build()
     _validate_train(config, model, train_samples)
-    model.to(dev).train()
+    layout = memory_format(dev)
+    model.to(dev, memory_format=layout).train()
     stop = should_stop or (lambda: False)
 
     dataset = CropDataset(
@@ -345,7 +346,8 @@ def train(
             if stop():
                 cancelled = True
                 break
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            x = x.to(dev, non_blocking=True, memory_format=layout)
+            y = y.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(x)
             loss = bce_dice_loss(logits, y, settings.bce_weight, settings.dice_weight)
