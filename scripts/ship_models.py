@@ -1,6 +1,6 @@
 """Make trained checkpoints the shipped models: tuned thresholds, float16 weights, a model card.
 
-    python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet.pt:dsb2018-unet
+    python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage2.pt:dsb2018-unet
 
 For each: the post-processing thresholds are chosen on the validation split
 (``splits/val_ids.txt``, never on the StarDist test ids); the weights are
@@ -166,7 +166,7 @@ def write_card(name, config, scores, history, target) -> None:
     ]
     if history:
         lines += [
-            "## Training history",
+            "## Training history" + (" (stage 2)" if t.base else ""),
             "",
             "| epoch | loss | validation DSB |",
             "| --- | --- | --- |",
