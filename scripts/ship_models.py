@@ -139,13 +139,14 @@ def write_card(name, config, scores, history, target) -> None:
         + stage(asdict(t))
         + "; BCE + Dice loss, joint augmentation (flips, rotations, shear, zoom, intensity and "
         "stain jitter).",
+        *([f"- Stage 2 started from: {t.base['source']}."] if t.base else []),
         f"- Machine: {t.machine}.",
         f"- Post-processing thresholds chosen on the validation split: probability "
         f"{config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, "
         f"minimum size {config.postprocess.min_size} px.",
         "",
         "## Scores",
-        f"- Validation DSB2018 score: {scores['val_dsb']} (with the default thresholds "
+        f"- Validation DSB2018 score: {scores['val_dsb']} (with the thresholds it trained with "
         f"{scores['val_dsb_default_thresholds']}); by kind: "
         + ", ".join(f"{k} {v['dsb']} (n={v['n']})" for k, v in scores["val_by_kind"].items())
         + ".",

@@ -18,9 +18,12 @@ common=(--exclude-ids "$here/splits/exclude_ids.txt" --val-ids "$here/splits/val
         --channels grey --maps body,border,contour --threads 1 --seed 0 --device auto --overwrite)
 nucleiseg train "$data" -o "$out/linknet.pt" --model linknet --width 32 --epochs 30 "${common[@]}" \
   > "$out/linknet.log" 2>&1 &
+linknet=$!
 nucleiseg train "$data" -o "$out/unet.pt" --model unet --width 16 --depth 4 --epochs 14 "${common[@]}" \
   > "$out/unet.log" 2>&1 &
-wait
+unet=$!
+wait "$linknet"  # each job's own status: a failed stage 1 stops the script
+wait "$unet"
 # stage 2, alone on both cores (the shipped dsb2018-unet started from stage 1's weights as
 # shipped: float16, with the thresholds tuned on the validation split); later options win
 nucleiseg train "$data" -o "$out/unet-stage2.pt" --base-model "$out/unet.pt" --epochs 20 \

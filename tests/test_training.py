@@ -155,8 +155,8 @@ def test_tune_postprocess_is_never_worse_than_the_defaults():
     assert best.prob_threshold in (0.3, 0.5) and best.seed_threshold in (0.5, 0.7)
 
 
-def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, tiny_checkpoint, capsys):
-    """`nucleiseg train --base-model`: a checkpoint whose record names its base and settings."""
+def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
+    """`nucleiseg train`, then `--base-model` twice: each record nests its base's record."""
     from napari_nucleiseg.cli import main
 
     root = tmp_path / "root"
@@ -164,21 +164,30 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, tiny_checkp
         shutil.copytree(sample_folder(kind), root / sample_folder(kind).name)
     val_ids = tmp_path / "val.txt"
     val_ids.write_text(sample_folder("fluorescence").name + "  # fluorescence\n")
-    out = tmp_path / "tuned.pt"
-    argv = [
-        "train", str(root), "-o", str(out), "--base-model", str(tiny_checkpoint),
+    quick = [
         "--epochs", "1", "--steps-per-epoch", "2", "--crop-size", "64", "--batch-size", "2",
-        "--inverted-repeats", "3", "--val-ids", str(val_ids), "--threads", "1",
+        "--val-ids", str(val_ids), "--threads", "1",
     ]  # fmt: skip
-    assert main(argv) == 0
-    _, config = load_model(out)
-    _, base = load_model(tiny_checkpoint)
-    record = config.training
-    assert record.settings["inverted_repeats"] == 3 and record.epochs == 1
-    assert record.val_ids == [sample_folder("fluorescence").name]
-    assert record.base["source"] == str(tiny_checkpoint)
-    assert record.base["machine"] == base.training.machine
-    assert config.arch_kwargs == base.arch_kwargs
-    before = out.read_bytes()
-    assert main(argv) == 1  # an existing checkpoint is kept
-    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    first, second, third = (tmp_path / f"{n}.pt" for n in ("first", "second", "third"))
+    scratch = ["train", str(root), "-o", str(first), "--model", "unet", "--width", "8"]
+    assert main([*scratch, "--depth", "2", *quick, "--lr", "0.01"]) == 0
+    assert main(["train", str(root), "-o", str(second), "--base-model", str(first), *quick]) == 0
+    tune = ["train", str(root), "-o", str(third), "--base-model", str(second)]
+    assert main([*tune, *quick, "--inverted-repeats", "3"]) == 0
+    _, one = load_model(first)
+    _, two = load_model(second)
+    _, three = load_model(third)
+    assert one.training.base == {} and one.training.settings["lr"] == 0.01
+    assert two.training.base["source"] == str(first)
+    assert two.training.base["settings"] == one.training.settings
+    assert two.training.base["machine"] == one.training.machine != ""
+    assert three.training.base["base"] == two.training.base  # the whole history travels
+    assert three.training.settings["inverted_repeats"] == 3 and three.training.epochs == 1
+    assert three.training.val_ids == [sample_folder("fluorescence").name]
+    assert three.arch_kwargs == one.arch_kwargs == {"depth": 2, "base": 8}
+    before = third.read_bytes()
+    assert main([*tune, *quick]) == 1  # an existing checkpoint is kept
+    assert "already exists" in capsys.readouterr().err and third.read_bytes() == before
+    with pytest.raises(SystemExit):  # argparse: a one-line usage error, no traceback
+        main([*tune, *quick, "--overwrite", "--inverted-repeats", "0"])
+    assert "must be 1 or more" in capsys.readouterr().err

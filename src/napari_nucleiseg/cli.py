@@ -239,6 +239,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- train
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _arch_kwargs(args: argparse.Namespace) -> dict:
     if args.model == "unet":
         kwargs = {"depth": args.depth, "base": args.width or 16}
@@ -414,10 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, help="cap on optimiser steps per epoch")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop-size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=1, help="crops per sample per epoch")
+    p.add_argument("--repeats", type=_positive, default=1, help="crops per sample per epoch")
     p.add_argument(
         "--inverted-repeats",
-        type=int,
+        type=_positive,
         default=1,
         help="times more crops of bright-background (brightfield, H&E) samples",
     )

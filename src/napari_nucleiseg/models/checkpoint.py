@@ -65,11 +65,9 @@ class TrainingInfo:
     base: dict[str, Any] = field(default_factory=dict)
 
     def lineage(self, source: str | os.PathLike) -> dict[str, Any]:
-        """This record as the ``base`` of weights fine-tuned from ``source`` (name or path)."""
-        record = asdict(self)
-        for long in ("exclude_ids", "val_ids"):
-            record[long] = len(record[long])  # counts: the child keeps its own lists
-        return {"source": str(source), **record}
+        """This record as the ``base`` of weights fine-tuned from ``source`` (name or path);
+        a base's own ``base`` stays nested in it, so the whole history travels."""
+        return {"source": str(source), **asdict(self)}
 
 
 @dataclass
