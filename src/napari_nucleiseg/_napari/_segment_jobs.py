@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import NucleisegError
 from ..models import ModelConfig
 from ..stack import Cancelled, Index, PlaneStep, labels_of_planes, predict_planes
-from ._models import get_model
+from ._models import get_model, one_line
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -28,13 +28,6 @@ if TYPE_CHECKING:
 
 class SegmentationFailed(NucleisegError):
     """A run failed; the message is one line (napari shows it as a notification)."""
-
-
-def one_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, NucleisegError | ValueError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass

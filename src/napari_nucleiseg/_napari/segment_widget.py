@@ -28,14 +28,23 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import FunctionWorker, GeneratorWorker
 
-from ..models import DEFAULT_MODEL, shipped_models
+from ..models import shipped_models
 from ..stack import plane_indices
 from . import _layers
 from ._lifetime import CloseWatcher, Lifetime, while_alive
-from ._models import available_devices, device_line, model_card, model_config
-from ._segment_jobs import Request, Result, one_line, relabel, segment
+from ._models import (
+    LOAD,
+    ask_checkpoint_file,
+    available_devices,
+    device_line,
+    model_card,
+    model_choices,
+    model_config,
+    one_line,
+    usable_checkpoint,
+)
+from ._segment_jobs import Request, Result, relabel, segment
 
-LOAD = "Load checkpoint…"
 ALL_PLANES, PLANE_ON_SCREEN = "All planes", "Plane on screen"
 TILES = (("Auto", None), ("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048))
 
@@ -154,9 +163,7 @@ class SegmentWidget(Container):
         return [("none", None), *labels]
 
     def _model_choices(self, _widget=None) -> list[tuple[str, str]]:
-        names = sorted(shipped_models(), key=lambda n: n != DEFAULT_MODEL)
-        files = [(Path(p).name, p) for p in self._checkpoints]
-        return [(n, n) for n in names] + files + [(LOAD, LOAD)]
+        return model_choices(self._checkpoints)
 
     def _on_inserted(self, event=None) -> None:
         self.reset_choices()
@@ -190,11 +197,7 @@ class SegmentWidget(Container):
 
     def ask_checkpoint(self) -> None:
         """Ask for a checkpoint file and load it."""
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getOpenFileName(
-            self.native, "Load a napari-nucleiseg checkpoint", "", "Checkpoints (*.pt *.pth)"
-        )
+        path = ask_checkpoint_file(self.native, "Load a napari-nucleiseg checkpoint")
         if path:
             self.load_checkpoint(path)
         elif self._model.value == LOAD and len(self._model.choices) > 1:
@@ -208,11 +211,8 @@ class SegmentWidget(Container):
         bool
             Whether the file was accepted.
         """
-        path = str(Path(path).resolve())
-        try:
-            model_config(path)
-        except (OSError, ValueError) as exc:  # FileProblem is a ValueError naming the file
-            show_error(f"Cannot use this checkpoint: {one_line(exc)}")
+        path = usable_checkpoint(path)
+        if path is None:
             if self._model.value == LOAD and len(self._model.choices) > 1:
                 self._model.value = self._model.choices[0]
             return False

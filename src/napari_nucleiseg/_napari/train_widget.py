@@ -34,12 +34,18 @@ from superqt.utils import GeneratorWorker
 
 from ..errors import NucleisegError
 from ..finetune import FinetuneResult, Stage, finetune, plan_validation
-from ..models import DEFAULT_MODEL, shipped_models
 from ..training import TrainConfig, TrainProgress
-from ._models import available_devices, model_card, model_config
-from ._segment_jobs import one_line
+from ._models import (
+    LOAD,
+    ask_checkpoint_file,
+    available_devices,
+    model_card,
+    model_choices,
+    model_config,
+    one_line,
+    usable_checkpoint,
+)
 
-LOAD = "Load checkpoint…"
 OPTIMIZERS = (("Adam", "adam"), ("SGD", "sgd"), ("RMSProp", "rmsprop"))
 ROOT_SEP = ";"
 
@@ -155,6 +161,14 @@ class LossPlot(QWidget):
         p.end()
 
 
+def _path_row(label: str, button: str) -> tuple[LineEdit, PushButton, Container]:
+    """A labelled row of a path field and the button that opens its folder dialog."""
+    edit, push = LineEdit(label=""), PushButton(text=button)
+    row = Container(label=label, layout="horizontal", labels=False, widgets=[edit, push])
+    row.margins = (0, 0, 0, 0)
+    return edit, push, row
+
+
 class TrainWidget(Container):
     """Fine-tune a model on curated stage-1 roots, compare it with its base, and save it.
 
@@ -180,20 +194,8 @@ class TrainWidget(Container):
     def _build(self) -> None:
         self._base = ComboBox(label="Base model", choices=self._base_choices)
         self._card = Label(label="")
-        self._roots = LineEdit(label="")
-        self._add_root = PushButton(text="Add…")
-        roots_row = Container(
-            label="Curated roots", layout="horizontal", labels=False,
-            widgets=[self._roots, self._add_root],
-        )  # fmt: skip
-        self._original = LineEdit(label="")
-        self._add_original = PushButton(text="Choose…")
-        original_row = Container(
-            label="Original data", layout="horizontal", labels=False,
-            widgets=[self._original, self._add_original],
-        )  # fmt: skip
-        for row in (roots_row, original_row):
-            row.margins = (0, 0, 0, 0)
+        self._roots, self._add_root, roots_row = _path_row("Curated roots", "Add…")
+        self._original, self._add_original, original_row = _path_row("Original data", "Choose…")
         self._holdout = FloatSpinBox(label="Hold out", min=0.0, max=0.9, step=0.05, value=0.2)
         self._validation = Label(label="")
         self._epochs = SpinBox(label="Epochs", min=1, max=10_000, value=10)
@@ -262,15 +264,11 @@ class TrainWidget(Container):
 
     # ---- base model ---------------------------------------------------------------------
     def _base_choices(self, _widget=None) -> list[tuple[str, str]]:
-        names = sorted(shipped_models(), key=lambda n: n != DEFAULT_MODEL)
-        files = [(Path(p).name, p) for p in self._checkpoints]
-        return [(n, n) for n in names] + files + [(LOAD, LOAD)]
+        return model_choices(self._checkpoints)
 
     def _on_base_activated(self, index: int) -> None:
         if self._base.native.itemText(index) == LOAD:
-            path, _ = QFileDialog.getOpenFileName(
-                self.native, "Base model: a napari-nucleiseg checkpoint", "", "Checkpoints (*.pt)"
-            )
+            path = ask_checkpoint_file(self.native, "Base model: a napari-nucleiseg checkpoint")
             if path:
                 self.load_checkpoint(path)
             elif len(self._base.choices) > 1:
@@ -284,11 +282,8 @@ class TrainWidget(Container):
         bool
             Whether the file was accepted.
         """
-        path = str(Path(path).resolve())
-        try:
-            model_config(path)
-        except (OSError, ValueError) as exc:  # FileProblem names the file
-            show_error(f"Cannot use this checkpoint: {one_line(exc)}")
+        path = usable_checkpoint(path)
+        if path is None:
             return False
         if path not in self._checkpoints:
             self._checkpoints.append(path)
