@@ -17,6 +17,7 @@ from napari_nucleiseg.training import (
     AugmentConfig,
     TrainConfig,
     bce_dice_loss,
+    gap_weighting,
     lr_factor,
     make_optimizer,
     train,
@@ -137,6 +138,31 @@ def test_loss_is_low_for_a_perfect_prediction():
     assert perfect < 0.01 < wrong
 
 
+def test_gap_weight_stresses_only_the_pixels_between_nuclei(samples):
+    """An error on a gap pixel costs 1 + gap_weight times one elsewhere; no border map, no weight."""
+    maps = ("body", "border", "contour")
+    targets = torch.zeros(1, 3, 8, 8)
+    targets[0, 1, 4, :] = 1  # a gap row in the border map
+    weight = gap_weighting(maps, 9.0)(targets)
+    assert weight.shape == (1, 1, 8, 8)
+    assert torch.all(weight[0, 0, 4] == 10) and weight.sum() == 64 + 9 * 8
+    wrong_at = {}
+    for row in (4, 0):  # the same one-row mistake in the body map, on and off the gap
+        logits = (targets * 2 - 1) * 20
+        logits[0, 0, row, :] = 20
+        wrong_at[row] = float(bce_dice_loss(logits, targets, dice_weight=0, pixel_weight=weight))
+    assert wrong_at[4] == pytest.approx(10 * wrong_at[0], rel=1e-3)
+    assert gap_weighting(maps, 0.0)(targets) is None
+    with pytest.raises(ValueError, match="border"):
+        gap_weighting(("body",), 1.0)
+    with pytest.raises(ValueError, match="gap_weight"):
+        TrainConfig(gap_weight=-1)
+    # a run with the weight trains and reduces its loss like one without
+    settings = replace(QUICK, repeats=24, gap_weight=5.0)
+    losses = step_losses(train(CONFIG, samples, settings=settings, device="cpu"))
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+
+
 def test_tune_postprocess_is_never_worse_than_the_defaults():
     import torch
 
@@ -173,7 +199,7 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     assert main([*scratch, "--depth", "2", *quick, "--lr", "0.01"]) == 0
     assert main(["train", str(root), "-o", str(second), "--base-model", str(first), *quick]) == 0
     tune = ["train", str(root), "-o", str(third), "--base-model", str(second)]
-    assert main([*tune, *quick, "--inverted-repeats", "3"]) == 0
+    assert main([*tune, *quick, "--inverted-repeats", "3", "--gap-weight", "4"]) == 0
     _, one = load_model(first)
     _, two = load_model(second)
     _, three = load_model(third)
@@ -183,6 +209,7 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     assert two.training.base["machine"] == one.training.machine != ""
     assert three.training.base["base"] == two.training.base  # the whole history travels
     assert three.training.settings["inverted_repeats"] == 3 and three.training.epochs == 1
+    assert three.training.settings["gap_weight"] == 4 and two.training.settings["gap_weight"] == 0
     assert three.training.val_ids == [sample_folder("fluorescence").name]
     assert three.arch_kwargs == one.arch_kwargs == {"depth": 2, "base": 8}
     before = third.read_bytes()
@@ -191,3 +218,6 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse: a one-line usage error, no traceback
         main([*tune, *quick, "--overwrite", "--inverted-repeats", "0"])
     assert "must be 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*tune, *quick, "--overwrite", "--gap-weight", "-1"])
+    assert "must be 0 or more" in capsys.readouterr().err

@@ -246,6 +246,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _arch_kwargs(args: argparse.Namespace) -> dict:
     if args.model == "unet":
         kwargs = {"depth": args.depth, "base": args.width or 16}
@@ -302,6 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        gap_weight=args.gap_weight,
         seed=args.seed,
         num_workers=args.workers,
     )
@@ -431,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    p.add_argument(
+        "--gap-weight",
+        type=_non_negative,
+        default=0.0,
+        help="extra loss weight on the gaps between touching nuclei (0: none)",
+    )
     p.add_argument("--exclude-ids", help="file of ids never to train on")
     p.add_argument("--val-ids", help="file of ids to validate on (DSB2018 score each epoch)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
