@@ -139,7 +139,7 @@ def test_loss_is_low_for_a_perfect_prediction():
 
 
 def test_gap_weight_stresses_only_the_pixels_between_nuclei(samples):
-    """An error on a gap pixel costs 1 + gap_weight times one elsewhere; no border map, no weight."""
+    """A gap-pixel mistake costs 1 + gap_weight times one elsewhere; no border map, no weight."""
     maps = ("body", "border", "contour")
     targets = torch.zeros(1, 3, 8, 8)
     targets[0, 1, 4, :] = 1  # a gap row in the border map
