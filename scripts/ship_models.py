@@ -1,6 +1,7 @@
 """Make trained checkpoints the shipped models: tuned thresholds, float16 weights, a model card.
 
     python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage2.pt:dsb2018-unet
+    python scripts/ship_models.py --dry-run runs/candidate.pt:candidate   # scores only
 
 For each: the post-processing thresholds are chosen on the validation split
 (``splits/val_ids.txt``, never on the StarDist test ids); the weights are
@@ -44,7 +45,7 @@ def ap_at(result, pooled: bool = False) -> dict[str, float]:
     return {f"{t:.1f}": round(float(values[result.thresholds.index(t)]), 4) for t in REPORTED}
 
 
-def ship(run: Path, name: str) -> dict:
+def ship(run: Path, name: str, write: bool = True) -> dict:
     model, config = load_model(run, device="cpu")
     val = read_samples(
         [DATA / "stage1_train_fixed" / i for i in read_ids(HERE / "splits" / "val_ids.txt")]
@@ -78,6 +79,8 @@ def ship(run: Path, name: str) -> dict:
     )
     history = config.training.scores.get("history") or history_from_log(run.with_suffix(".log"))
     config = replace(config, training=replace(config.training, scores=scores))
+    if not write:  # a candidate scored exactly as it would be shipped
+        return {**scores, "thresholds": asdict(post)}
     WEIGHTS_DIR.mkdir(exist_ok=True)
     target = save_checkpoint(WEIGHTS_DIR / f"{name}.pt", model, config, half=True)
     write_card(name, config, scores, history, target)
@@ -109,7 +112,7 @@ def stage(record: dict, prefix: str = "") -> str:
         f", bright-background samples x{s['inverted_repeats']}"
         if s.get("inverted_repeats", 1) > 1
         else ""
-    )
+    ) + (f", gap weight {s['gap_weight']}" if s.get("gap_weight") else "")
     return (
         f"{prefix}{record['epochs']} epochs (best: {record['scores'].get('best_epoch')}), "
         f"{s.get('optimizer')} lr {s.get('lr')}, weight decay {s.get('weight_decay')}, batch "
@@ -117,8 +120,23 @@ def stage(record: dict, prefix: str = "") -> str:
     )
 
 
+def stages(training) -> list[dict]:
+    """The training runs behind a checkpoint, first to last (each fine-tune nests its base)."""
+    runs = [asdict(training)]
+    while runs[0].get("base"):
+        runs.insert(0, runs[0]["base"])
+    return runs
+
+
+def stage_label(k: int, n: int) -> str:
+    if n == 1:
+        return ""
+    return "stage 1: " if k == 1 else f"stage {k}, from those weights: "
+
+
 def write_card(name, config, scores, history, target) -> None:
     t = config.training
+    runs = stages(t)
     n_params = sum(p.numel() for p in config.build().parameters())
     lines = [
         f"# {name}",
@@ -135,11 +153,10 @@ def write_card(name, config, scores, history, target) -> None:
         "paper's 50 test ids and the shipped samples); validation: "
         f"{len(t.val_ids)} ids (`scripts/splits/val_ids.txt`, every kind of image).",
         "- Recipe: `bash scripts/train_shipped.sh`, then `python scripts/ship_models.py`; "
-        + (stage(t.base, "stage 1: ") + "; stage 2, from those weights: " if t.base else "")
-        + stage(asdict(t))
+        + "; ".join(stage(run, stage_label(k, len(runs))) for k, run in enumerate(runs, 1))
         + "; BCE + Dice loss, joint augmentation (flips, rotations, shear, zoom, intensity and "
         "stain jitter).",
-        *([f"- Stage 2 started from: {t.base['source']}."] if t.base else []),
+        *(f"- Stage {k} started from: {run['source']}." for k, run in enumerate(runs[:-1], 2)),
         f"- Machine: {t.machine}.",
         f"- Post-processing thresholds chosen on the validation split: probability "
         f"{config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, "
@@ -167,7 +184,7 @@ def write_card(name, config, scores, history, target) -> None:
     ]
     if history:
         lines += [
-            "## Training history" + (" (stage 2)" if t.base else ""),
+            "## Training history" + (f" (stage {len(runs)})" if t.base else ""),
             "",
             "| epoch | loss | validation DSB |",
             "| --- | --- | --- |",
@@ -182,6 +199,8 @@ def write_card(name, config, scores, history, target) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    for arg in sys.argv[1:]:
+    args = sys.argv[1:]
+    write = "--dry-run" not in args
+    for arg in (a for a in args if a != "--dry-run"):
         run, name = arg.split(":")
-        print(name, json.dumps(ship(Path(run), name), indent=1))
+        print(name, json.dumps(ship(Path(run), name, write), indent=1))
