@@ -50,6 +50,26 @@ def test_touching_disks_split_into_two():
     assert pred.dtype == np.uint16
 
 
+def test_shape_split_cuts_a_merged_pair_at_its_neck():
+    # two overlapping disks (unequal: equal peaks would both count as the highest)
+    # predicted as one body with no border between them
+    pair = (disks([(30, 28)], radius=12) > 0) | (disks([(30, 50)], radius=11) > 0)
+    body = pair.astype(np.float32)
+    assert labels_from_maps(body, None).max() == 1
+    split = labels_from_maps(body, None, split_depth=1.0)
+    assert split.max() == 2
+    assert split[30, 22] != split[30, 56]  # one nucleus each side of the neck
+    assert np.count_nonzero(split) == np.count_nonzero(pair)  # the mask is kept whole
+    # a single round nucleus and an elongated one stay whole
+    one = (disks([(30, 40)], radius=14) > 0).astype(np.float32)
+    assert labels_from_maps(one, None, split_depth=1.0).max() == 1
+    yy, xx = np.mgrid[:64, :80]
+    ellipse = (((yy - 32) / 9.0) ** 2 + ((xx - 40) / 30.0) ** 2 <= 1).astype(np.float32)
+    assert labels_from_maps(ellipse, None, split_depth=1.0).max() == 1
+    # a depth beyond the neck's (the smaller peak rises about 6 px above it) keeps the pair whole
+    assert labels_from_maps(body, None, split_depth=7.0).max() == 1
+
+
 def test_min_size_removes_tiny_objects():
     labels = disks([(30, 25)], radius=10)
     labels[5:7, 70:72] = 2  # 4 pixels

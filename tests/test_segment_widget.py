@@ -138,13 +138,19 @@ def test_threshold_reruns_postprocessing_only(make_napari_viewer, qtbot, tiny_ch
         widget._prob.value = 0.7
         qtbot.waitUntil(lambda: not np.array_equal(labels.data, before), timeout=WAIT_MS)
         qtbot.waitUntil(lambda: widget._relabel_worker is None, timeout=WAIT_MS)
+        thresholds = {"prob_threshold": 0.7, "seed_threshold": 0.6, "min_size": 10}
+        maps = widget._result.maps[0]
+        expected = labels_from_predicted(maps, config, **thresholds, split_depth=0.0)
+        np.testing.assert_array_equal(labels.data, expected)
+        # the shape split is a knob like the others
+        split = labels_from_predicted(maps, config, **thresholds, split_depth=0.5)
+        assert split.max() > expected.max(), "this image must have merged nuclei to split"
+        widget._split.value = 0.5
+        qtbot.waitUntil(lambda: widget._relabel_worker is None, timeout=WAIT_MS)
+        np.testing.assert_array_equal(labels.data, split)
     finally:
         hook.remove()
     assert len(calls) == n_calls, "moving a threshold must not run the network again"
-    expected = labels_from_predicted(
-        widget._result.maps[0], config, prob_threshold=0.7, seed_threshold=0.6, min_size=10
-    )
-    np.testing.assert_array_equal(labels.data, expected)
 
 
 def test_cancel_stops_a_long_run_and_adds_no_layer(make_napari_viewer, qtbot, tiny_checkpoint):

@@ -179,6 +179,7 @@ def test_tune_postprocess_is_never_worse_than_the_defaults():
     )
     assert best_score >= default_score
     assert best.prob_threshold in (0.3, 0.5) and best.seed_threshold in (0.5, 0.7)
+    assert best.split_depth in (0.0, 1.0, 2.0)  # the shape split is tuned too
 
 
 def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):

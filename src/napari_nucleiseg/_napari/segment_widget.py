@@ -15,6 +15,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FloatSlider,
+    FloatSpinBox,
     Label,
     ProgressBar,
     PushButton,
@@ -87,6 +88,7 @@ class SegmentWidget(Container):
         self._prob = FloatSlider(label="Prob. threshold", min=0.05, max=0.95, step=0.01)
         self._seed = FloatSlider(label="Seed threshold", min=0.05, max=0.99, step=0.01)
         self._min_size = SpinBox(label="Min. size (px)", min=0, max=100_000)
+        self._split = FloatSpinBox(label="Shape split (px)", min=0.0, max=20.0, step=0.5)
         self._tta = CheckBox(text="Test-time flips (4x slower)", label="")
         self._tile = ComboBox(label="Tile size", choices=TILES)
         self._show_maps = CheckBox(text="Add probability maps", label="")
@@ -98,8 +100,9 @@ class SegmentWidget(Container):
         self._score = Label(label="")
         self.extend([
             self._image, self._planes, self._model, self._card, self._device, self._device_line,
-            self._prob, self._seed, self._min_size, self._tta, self._tile, self._show_maps,
-            self._run, self._progress, self._cancel, self._status, self._reference, self._score,
+            self._prob, self._seed, self._min_size, self._split, self._tta, self._tile,
+            self._show_maps, self._run, self._progress, self._cancel, self._status,
+            self._reference, self._score,
         ])  # fmt: skip
         for line in (self._card, self._device_line, self._status, self._score):
             line.native.setWordWrap(True)
@@ -116,6 +119,10 @@ class SegmentWidget(Container):
         self._prob.tooltip = "Body probability above which a pixel belongs to a nucleus"
         self._seed.tooltip = "Body x (1 - border) above which a pixel seeds a nucleus of its own"
         self._min_size.tooltip = "Nuclei with fewer pixels are dropped"
+        self._split.tooltip = (
+            "Cut touching nuclei at the neck between them: how deep (px) the neck must be; "
+            "lower cuts more, 0 is off"
+        )
         self._tile.tooltip = "Tile side for large images (Auto: whole image up to 1536x1536)"
         self._reference.tooltip = "Ground-truth Labels layer to score the result against"
 
@@ -124,7 +131,7 @@ class SegmentWidget(Container):
         self._model.changed.connect(self._on_model)
         self._model.native.activated.connect(self._on_model_activated)
         self._device.changed.connect(self._on_device)
-        for knob in (self._prob, self._seed, self._min_size):
+        for knob in (self._prob, self._seed, self._min_size, self._split):
             knob.changed.connect(self._on_knob)
         self._show_maps.changed.connect(self._on_show_maps)
         self._run.changed.connect(self.run)
@@ -248,6 +255,7 @@ class SegmentWidget(Container):
         try:
             self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
             self._min_size.value = pp.min_size
+            self._split.value = pp.split_depth
         finally:
             self._quiet = False
         self._update_run_button()
@@ -260,6 +268,7 @@ class SegmentWidget(Container):
             "prob_threshold": float(self._prob.value),
             "seed_threshold": float(self._seed.value),
             "min_size": int(self._min_size.value),
+            "split_depth": float(self._split.value),
         }
 
     def _update_run_button(self) -> None:

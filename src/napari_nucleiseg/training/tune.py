@@ -17,6 +17,8 @@ from ..postprocess import PostprocessConfig
 #: thresholds tried by :func:`tune_postprocess`
 PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+#: shape-split depths tried (0: off)
+SPLIT_DEPTHS = (0.0, 1.0, 2.0)
 
 
 def tune_postprocess(
@@ -26,14 +28,16 @@ def tune_postprocess(
     *,
     prob_thresholds: Sequence[float] = PROB_THRESHOLDS,
     seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
+    split_depths: Sequence[float] = SPLIT_DEPTHS,
     device=None,
 ) -> tuple[PostprocessConfig, float, float]:
-    """The probability and seed thresholds with the best DSB2018 score on ``samples``.
+    """The probability and seed thresholds and shape-split depth with the best DSB2018
+    score on ``samples``.
 
     Returns
     -------
     best : PostprocessConfig
-        ``config.postprocess`` with the best pair of thresholds.
+        ``config.postprocess`` with the best thresholds and depth.
     best_score : float
         Its DSB2018 score on ``samples``.
     default_score : float
@@ -49,10 +53,10 @@ def tune_postprocess(
 
     default_score = score(config.postprocess)
     best, best_score = config.postprocess, default_score
-    for p, q in itertools.product(prob_thresholds, seed_thresholds):
+    for p, q, d in itertools.product(prob_thresholds, seed_thresholds, split_depths):
         if q < p:
             continue
-        candidate = replace(config.postprocess, prob_threshold=p, seed_threshold=q)
+        candidate = replace(config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d)
         value = score(candidate)
         if value > best_score + 1e-9:
             best, best_score = candidate, value
