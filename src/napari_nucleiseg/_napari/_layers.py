@@ -19,6 +19,17 @@ OUTPUT_KEY = "nucleiseg_output"
 _GEOMETRY = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
 
 
+def narrow(*combos) -> None:
+    """Keep magicgui combo boxes of long names (64-hex sample ids) from widening the dock."""
+    from qtpy.QtWidgets import QComboBox
+
+    for combo in combos:
+        combo.native.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        combo.native.setMinimumContentsLength(16)
+
+
 def image_data(layer: Image):
     """The full-resolution data of an image layer (level 0 of a multiscale one)."""
     return layer.data[0] if layer.multiscale else layer.data

@@ -45,6 +45,7 @@ from ..io.export import (
     next_version_id,
     write_label_tiff,
 )
+from ._layers import narrow
 from ._lifetime import CloseWatcher
 
 #: Labels-layer metadata: the labels the change count starts from (set by a
@@ -107,8 +108,7 @@ class CorrectWidget(Container):
         self._sample_id = LineEdit(label="Sample id")
         self._split = ComboBox(choices=list(SPLITS), value="train", label="Use for")
         self._tiff = FileEdit(mode="w", label="Labels TIFF", filter="*.tif", value="")
-        for combo in (self._layer_combo, self._image_combo):
-            _narrow(combo.native)
+        narrow(self._layer_combo, self._image_combo)
         b = self._button
         self.extend(
             [
@@ -546,14 +546,6 @@ def _fmt(value) -> str:
     if isinstance(value, tuple):
         return "(" + ", ".join(f"{v:.0f}" for v in value) + ")"
     return str(value)
-
-
-def _narrow(combo) -> None:
-    """Keep a combo box of long layer names (64-hex ids) from widening the dock."""
-    from qtpy.QtWidgets import QComboBox
-
-    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    combo.setMinimumContentsLength(16)
 
 
 def _text(value: str, wrap: bool = True) -> Label:

@@ -98,6 +98,7 @@ class SegmentWidget(Container):
         self._status = Label(label="")
         self._reference = ComboBox(label="Reference", choices=self._reference_choices)
         self._score = Label(label="")
+        _layers.narrow(self._image, self._model, self._reference)
         self.extend([
             self._image, self._planes, self._model, self._card, self._device, self._device_line,
             self._prob, self._seed, self._min_size, self._split, self._tta, self._tile,
@@ -107,7 +108,8 @@ class SegmentWidget(Container):
         for line in (self._card, self._device_line, self._status, self._score):
             line.native.setWordWrap(True)
             line.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-            line.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            # Ignored: a long unbreakable line (a 64-hex sample id, a path) must not widen the dock
+            line.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         for line in (self._card, self._device_line):
             line.native.setStyleSheet("color: gray;")
         colour = get_theme(self._viewer.theme).current.as_hex()

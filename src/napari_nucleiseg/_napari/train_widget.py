@@ -35,6 +35,7 @@ from superqt.utils import GeneratorWorker
 from ..errors import NucleisegError
 from ..finetune import FinetuneResult, Stage, finetune, plan_validation
 from ..training import TrainConfig, TrainProgress
+from ._layers import narrow
 from ._models import (
     LOAD,
     ask_checkpoint_file,
@@ -193,6 +194,7 @@ class TrainWidget(Container):
     # ---- layout -------------------------------------------------------------------------
     def _build(self) -> None:
         self._base = ComboBox(label="Base model", choices=self._base_choices)
+        narrow(self._base)
         self._card = Label(label="")
         self._roots, self._add_root, roots_row = _path_row("Curated roots", "Add…")
         self._original, self._add_original, original_row = _path_row("Original data", "Choose…")
@@ -227,7 +229,8 @@ class TrainWidget(Container):
         for line in (self._card, self._validation, self._status, self._scores):
             line.native.setWordWrap(True)
             line.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-            line.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            # Ignored: a long unbreakable line (a 64-hex sample id, a path) must not widen the dock
+            line.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         for line in (self._card, self._validation):
             line.native.setStyleSheet("color: gray;")
         self._train.native.setStyleSheet(
