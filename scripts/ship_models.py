@@ -77,7 +77,11 @@ def ship(run: Path, name: str, write: bool = True) -> dict:
         stardist_test_ap=ap_at(test_result),
         stardist_test_ap_pooled=ap_at(test_result, True),
     )
-    history = config.training.scores.get("history") or history_from_log(run.with_suffix(".log"))
+    history = (
+        config.training.scores.get("history")
+        or history_from_log(run.with_suffix(".log"))
+        or history_from_card(run.with_suffix(".md"))  # re-shipping a shipped model
+    )
     config = replace(config, training=replace(config.training, scores=scores))
     if not write:  # a candidate scored exactly as it would be shipped
         return {**scores, "thresholds": asdict(post)}
@@ -102,6 +106,18 @@ def history_from_log(log: Path) -> list[dict]:
                     "seconds": None,
                 }
             )
+    return rows
+
+
+def history_from_card(card: Path) -> list[dict]:
+    """The training-history table of a model card, for re-shipping a shipped checkpoint."""
+    pattern = re.compile(r"\| (\d+) \| ([\d.]+) \| ([\d.]+|-) \|$")
+    rows = []
+    for line in card.read_text().splitlines() if card.is_file() else []:
+        m = pattern.match(line)
+        if m:
+            val = None if m[3] == "-" else float(m[3])
+            rows.append({"epoch": int(m[1]), "loss": float(m[2]), "val_score": val, "seconds": None})
     return rows
 
 
