@@ -70,6 +70,25 @@ def test_shape_split_cuts_a_merged_pair_at_its_neck():
     assert labels_from_maps(body, None, split_depth=7.0).max() == 1
 
 
+def test_shape_split_leaves_single_and_already_split_nuclei_alone():
+    yy, xx = np.mgrid[:64, :80].astype(float)
+    # a rotated ellipse centred on a pixel corner: its top pixels tie, it is still one nucleus
+    u, v = ((yy - 30.5) + (xx - 40.5)) / np.sqrt(2), ((yy - 30.5) - (xx - 40.5)) / np.sqrt(2)
+    ellipse = ((u / 14.0) ** 2 + (v / 6.0) ** 2 <= 1).astype(np.float32)
+    for depth in (0.5, 1.0, 2.0):
+        assert labels_from_maps(ellipse, None, split_depth=depth).max() == 1, depth
+    # a big and a small nucleus that the border map already separates keep their sizes
+    labels = np.zeros((64, 80), np.uint16)
+    labels[(yy - 32) ** 2 + (xx - 30) ** 2 <= 14**2] = 1
+    labels[((yy - 32) ** 2 + (xx - 50) ** 2 <= 7**2) & (labels == 0)] = 2
+    body, border = targets_from_labels(labels)
+    body = body + np.random.default_rng(0).normal(0, 0.01, body.shape).astype(np.float32)
+    plain = labels_from_maps(body, border)
+    split = labels_from_maps(body, border, split_depth=1.0)
+    assert plain.max() == split.max() == 2
+    np.testing.assert_array_equal(split, plain)
+
+
 def test_min_size_removes_tiny_objects():
     labels = disks([(30, 25)], radius=10)
     labels[5:7, 70:72] = 2  # 4 pixels

@@ -163,23 +163,30 @@ def test_gap_weight_stresses_only_the_pixels_between_nuclei(samples):
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
 
 
-def test_tune_postprocess_is_never_worse_than_the_defaults():
+def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
     import torch
 
     from napari_nucleiseg.io import read_sample
     from napari_nucleiseg.models import ModelConfig
     from napari_nucleiseg.samples import sample_folder
-    from napari_nucleiseg.training.tune import tune_postprocess
+    from napari_nucleiseg.training import tune
 
     torch.manual_seed(0)
     config = ModelConfig("unet", {"depth": 2, "base": 4})
     samples = [read_sample(sample_folder("fluorescence"))]
-    best, best_score, default_score = tune_postprocess(
+    scored = []
+    real = tune.labels_from_predicted
+    monkeypatch.setattr(
+        tune,
+        "labels_from_predicted",
+        lambda maps, cfg: scored.append(cfg.postprocess.split_depth) or real(maps, cfg),
+    )
+    best, best_score, default_score = tune.tune_postprocess(
         config.build(), config, samples, prob_thresholds=(0.3, 0.5), seed_thresholds=(0.5, 0.7)
     )
     assert best_score >= default_score
     assert best.prob_threshold in (0.3, 0.5) and best.seed_threshold in (0.5, 0.7)
-    assert best.split_depth in (0.0, 1.0, 2.0)  # the shape split is tuned too
+    assert set(scored) == set(tune.SPLIT_DEPTHS)  # the shape split is tuned too
 
 
 def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import h_maxima
+from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import find_boundaries, watershed
 
 #: names of the maps a model can predict, in the order they appear in its output
 MAPS = ("body", "border", "contour")
+_EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,11 @@ class PostprocessConfig:
     min_seed_size : int
         Seeds with fewer pixels are dropped (their pixels join a neighbour).
     split_depth : float
-        Shape split: a seed is cut in two where its distance transform has two
-        peaks that each rise more than this many pixels above the neck between
-        them (touching nuclei whose border the network missed). 0 keeps every
-        seed whole; the checkpoints of before this option have 0.
+        Shape split: a seed whose distance transform has two or more domes
+        that rise more than this many pixels above the neck between them is
+        cut at the neck (touching nuclei whose border the network missed);
+        other seeds are left as they are. 0 keeps every seed whole; the
+        checkpoints of before this option have 0.
     """
 
     prob_threshold: float = 0.5
@@ -116,34 +118,55 @@ def labels_from_maps(
 
 
 def split_by_shape(seed_labels: np.ndarray, depth: float, sigma: float = 1.0) -> np.ndarray:
-    """Seeds cut at their necks: one new seed per peak of their smoothed distance transform.
+    """Seeds cut at their necks: a seed with two or more domes in its distance transform
+    becomes one seed per dome; every other seed is left exactly as it was.
+
+    Each seed is handled in its own bounding box, so memory stays bounded on
+    huge images. A dome is a cap of the smoothed distance transform that rises
+    more than ``depth`` above the saddle to any higher one (the regional maxima
+    of the reconstruction of ``dist - depth`` under ``dist``): whole caps, not
+    top pixels, so the tied top pixels of a symmetric shape make one dome.
+    The cut follows the neck (a watershed on the distance inside the seed).
 
     Parameters
     ----------
     seed_labels : (H, W) ndarray of int
         Seeds, 0 = none.
     depth : float
-        How far (pixels of distance) a peak must rise above the saddle to its
-        neighbour to count; lower cuts more.
+        How far (pixels of distance) a dome must rise above its neck; lower cuts more.
     sigma : float
-        Smoothing of the distance transform, so that a ragged outline makes no peaks.
+        Smoothing of the distance transform, so that a ragged outline makes no domes.
 
     Returns
     -------
-    (H, W) ndarray of int
-        The peaks as seeds (the watershed grows them back over the rest of
-        the mask); a seed without a peak of its own stays whole.
+    (H, W) ndarray of int64
+        Seeds; the pieces of a cut seed keep its label for the first and take
+        new labels above the highest one for the others.
     """
-    inside = seed_labels > 0
-    if not inside.any():
-        return seed_labels
-    dist = ndi.gaussian_filter(ndi.distance_transform_edt(inside).astype(np.float32), sigma)
-    peaks = h_maxima(dist, depth).astype(bool) & inside
-    peak_labels, n_peaks = ndi.label(peaks)
-    kept = np.zeros(int(seed_labels.max()) + 1, dtype=bool)
-    kept[np.unique(seed_labels[peaks])] = True
-    whole = inside & ~kept[seed_labels]
-    return np.where(whole, seed_labels + n_peaks, peak_labels)
+    out = np.asarray(seed_labels).astype(np.int64)
+    next_label = int(out.max(initial=0)) + 1
+    for label, box in enumerate(ndi.find_objects(out), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        own = out[box] == label
+        dist = ndi.gaussian_filter(ndi.distance_transform_edt(own).astype(np.float32), sigma)
+        if dist.max() <= depth:  # too thin to hold a dome that high
+            continue
+        # one patch of 3x3 maxima means one regional maximum, so one dome: most seeds
+        tops = (dist == ndi.maximum_filter(dist, size=3)) & own
+        if ndi.label(tops, structure=_EIGHT)[1] < 2:
+            continue
+        domes = local_maxima(reconstruction(dist - depth, dist), connectivity=2) & own
+        peaks, n = ndi.label(domes, structure=_EIGHT)
+        if n < 2:
+            continue
+        pieces = watershed(-dist, peaks, mask=own)
+        # piece 1 keeps the seed's label, pieces 2..n take new ones
+        relabel = np.concatenate([[0, label], np.arange(next_label, next_label + n - 1)])
+        out[box][own] = relabel[pieces[own]]
+        next_label += n - 1
+    return out
 
 
 def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
