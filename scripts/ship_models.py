@@ -1,6 +1,6 @@
 """Make trained checkpoints the shipped models: tuned thresholds, float16 weights, a model card.
 
-    python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage2.pt:dsb2018-unet
+    python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage3.pt:dsb2018-unet
     python scripts/ship_models.py --dry-run runs/candidate.pt:candidate   # scores only
 
 For each: the post-processing thresholds are chosen on the validation split
@@ -117,7 +117,9 @@ def history_from_card(card: Path) -> list[dict]:
         m = pattern.match(line)
         if m:
             val = None if m[3] == "-" else float(m[3])
-            rows.append({"epoch": int(m[1]), "loss": float(m[2]), "val_score": val, "seconds": None})
+            rows.append(
+                {"epoch": int(m[1]), "loss": float(m[2]), "val_score": val, "seconds": None}
+            )
     return rows
 
 
@@ -181,7 +183,7 @@ def write_card(name, config, scores, history, target) -> None:
         f"{' px' if config.postprocess.split_depth else ''}.",
         "",
         "## Scores",
-        f"- Validation DSB2018 score: {scores['val_dsb']} (with the thresholds it trained with "
+        f"- Validation DSB2018 score: {scores['val_dsb']} (with the thresholds it had before this tuning "
         f"{scores['val_dsb_default_thresholds']}); by kind: "
         + ", ".join(f"{k} {v['dsb']} (n={v['n']})" for k, v in scores["val_by_kind"].items())
         + ".",

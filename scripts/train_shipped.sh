@@ -10,6 +10,8 @@
 # thresholds (0.524 with the thresholds and shape split tuned for it). Then
 #   python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage3.pt:dsb2018-unet
 # copies the best checkpoints into src/napari_nucleiseg/weights/ with their model cards.
+# (The shipped dsb2018-linknet was last re-shipped from its own float16 file, for the
+# thresholds and shape split; its weights are those of runs/linknet.pt in float16.)
 #   bash scripts/train_shipped.sh [DATA_ROOT] [OUT_DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -30,6 +30,18 @@ def narrow(*combos) -> None:
         combo.native.setMinimumContentsLength(16)
 
 
+def text_lines(*labels) -> None:
+    """Left-aligned, wrapping magicgui labels that never widen the dock: their width hint is
+    ignored, since a long unbreakable line (a 64-hex sample id, a path) cannot wrap."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    for label in labels:
+        label.native.setWordWrap(True)
+        label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+
 def image_data(layer: Image):
     """The full-resolution data of an image layer (level 0 of a multiscale one)."""
     return layer.data[0] if layer.multiscale else layer.data

@@ -117,7 +117,8 @@ def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str
         f"Epochs: {t.epochs}; excluded ids: {len(t.exclude_ids)}; validation ids: {len(t.val_ids)}",
         f"Machine: {t.machine or 'not recorded'}",
         f"Default thresholds: probability {pp.prob_threshold}, seed {pp.seed_threshold}, "
-        f"min. size {pp.min_size}, shape split {pp.split_depth or 'off'}",
+        f"min. size {pp.min_size}, shape split "
+        f"{f'{pp.split_depth} px' if pp.split_depth else 'off'}",
     ]
     tips += [f"{k}: {_fmt(v)}" for k, v in t.scores.items() if not isinstance(v, list | dict)]
     for key in ("stardist_test_ap",):

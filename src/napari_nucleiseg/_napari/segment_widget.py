@@ -25,8 +25,6 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from napari.utils.theme import get_theme
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..models import shipped_models
@@ -105,11 +103,7 @@ class SegmentWidget(Container):
             self._show_maps, self._run, self._progress, self._cancel, self._status,
             self._reference, self._score,
         ])  # fmt: skip
-        for line in (self._card, self._device_line, self._status, self._score):
-            line.native.setWordWrap(True)
-            line.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-            # Ignored: a long unbreakable line (a 64-hex sample id, a path) must not widen the dock
-            line.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        _layers.text_lines(self._card, self._device_line, self._status, self._score)
         for line in (self._card, self._device_line):
             line.native.setStyleSheet("color: gray;")
         colour = get_theme(self._viewer.theme).current.as_hex()
@@ -257,7 +251,7 @@ class SegmentWidget(Container):
         try:
             self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
             self._min_size.value = pp.min_size
-            self._split.value = pp.split_depth
+            self._split.value = min(max(pp.split_depth, self._split.min), self._split.max)
         finally:
             self._quiet = False
         self._update_run_button()

@@ -35,7 +35,7 @@ from superqt.utils import GeneratorWorker
 from ..errors import NucleisegError
 from ..finetune import FinetuneResult, Stage, finetune, plan_validation
 from ..training import TrainConfig, TrainProgress
-from ._layers import narrow
+from ._layers import narrow, text_lines
 from ._models import (
     LOAD,
     ask_checkpoint_file,
@@ -226,11 +226,7 @@ class TrainWidget(Container):
             "loss": theme.text.as_hex(), "score": theme.current.as_hex(), "base": "#e0a030",
         })  # fmt: skip
         self.native.layout().addWidget(self._plot)
-        for line in (self._card, self._validation, self._status, self._scores):
-            line.native.setWordWrap(True)
-            line.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-            # Ignored: a long unbreakable line (a 64-hex sample id, a path) must not widen the dock
-            line.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        text_lines(self._card, self._validation, self._status, self._scores)
         for line in (self._card, self._validation):
             line.native.setStyleSheet("color: gray;")
         self._train.native.setStyleSheet(
