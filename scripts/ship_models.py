@@ -91,36 +91,27 @@ def ship(run: Path, name: str, write: bool = True) -> dict:
     return scores
 
 
-def history_from_log(log: Path) -> list[dict]:
-    """Epoch lines of a `nucleiseg train` log, for checkpoints saved without their history."""
-    pattern = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+), lr \S+(?: val DSB ([\d.]+))?")
+def _epoch_rows(path: Path, pattern: str) -> list[dict]:
+    """Epoch, loss and validation score from the lines of a file that match ``pattern``."""
     rows = []
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        m = pattern.match(line)
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        m = re.match(pattern, line)
         if m:
-            rows.append(
-                {
-                    "epoch": int(m[1]),
-                    "loss": float(m[2]),
-                    "val_score": float(m[3]) if m[3] else None,
-                    "seconds": None,
-                }
-            )
-    return rows
-
-
-def history_from_card(card: Path) -> list[dict]:
-    """The training-history table of a model card, for re-shipping a shipped checkpoint."""
-    pattern = re.compile(r"\| (\d+) \| ([\d.]+) \| ([\d.]+|-) \|$")
-    rows = []
-    for line in card.read_text().splitlines() if card.is_file() else []:
-        m = pattern.match(line)
-        if m:
-            val = None if m[3] == "-" else float(m[3])
+            val = None if m[3] in (None, "-") else float(m[3])
             rows.append(
                 {"epoch": int(m[1]), "loss": float(m[2]), "val_score": val, "seconds": None}
             )
     return rows
+
+
+def history_from_log(log: Path) -> list[dict]:
+    """Epoch lines of a `nucleiseg train` log, for checkpoints saved without their history."""
+    return _epoch_rows(log, r"epoch (\d+)/\d+: loss ([\d.]+), lr \S+(?: val DSB ([\d.]+))?")
+
+
+def history_from_card(card: Path) -> list[dict]:
+    """The training-history table of a model card, for re-shipping a shipped checkpoint."""
+    return _epoch_rows(card, r"\| (\d+) \| ([\d.]+) \| ([\d.]+|-) \|$")
 
 
 def stage(record: dict, prefix: str = "") -> str:
