@@ -77,7 +77,8 @@ def test_sample_data_opens_image_and_truth(make_napari_viewer):
 
 
 @pytest.mark.slow
-def test_open_the_670_sample_root_lazily(make_napari_viewer, shared_data):
+def test_open_the_670_sample_root_lazily(shared_data, make_napari_viewer):
+    # shared_data first: its skip must come before napari's viewer fixture is set up
     viewer = make_napari_viewer()
     start = time.perf_counter()
     image, labels = viewer.open(shared_data / "stage1_train", plugin="napari-nucleiseg")
