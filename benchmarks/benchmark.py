@@ -12,6 +12,8 @@
 - memory: peak resident memory and time for an 8192x8192 mosaic of real
   images, tiled; and seams: labels of a 2048x2048 mosaic tiled (512-pixel
   tiles) against untiled.
+- split: what the shape split adds, for the default model at its shipped
+  thresholds: validation and StarDist-test scores with the split off and as shipped.
 Timings are medians of a few runs; compare ratios, not seconds, across machines.
 """
 
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -37,8 +40,10 @@ from napari_nucleiseg.io.images import read_image_file
 from napari_nucleiseg.io.stage1 import image_path
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import DEFAULT_MODEL, create_model, load_model, shipped_models
+from napari_nucleiseg.training import evaluate, read_ids, read_samples
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "dsb2018"
+VAL_IDS = Path(__file__).parents[1] / "scripts" / "splits" / "val_ids.txt"
 TABLE1 = {
     "U-Net, 2 classes (paper)": (0.674, 0.598, 0.534, 0.415, 0.203),
     "U-Net, 3 classes (paper)": (0.806, 0.743, 0.654, 0.491, 0.226),
@@ -231,6 +236,27 @@ def memory(name: str) -> None:
     )
 
 
+# ------------------------------------------------------------------ shape split
+def split_ablation(name: str) -> None:
+    """Scores of one model with the shape split off and as shipped (same weights and thresholds)."""
+    model, config = load_model(name, device="cpu")
+    val = read_samples([DATA / "stage1_train_fixed" / i for i in read_ids(VAL_IDS)])
+    test_ids = read_ids(DATA / "splits" / "stardist_test_ids.txt")
+    test = read_samples([DATA / "stage1_train" / i for i in test_ids])
+    pp = config.postprocess
+    print(f"\n## Shape split ({name}, probability {pp.prob_threshold}, seed {pp.seed_threshold})\n")
+    print("| shape split | validation DSB | test DSB | AP@0.5 | AP@0.7 | AP@0.9 | AP@0.5 pooled |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for depth in (0.0, pp.split_depth):
+        cfg = replace(config, postprocess=replace(pp, split_depth=depth))
+        v, t = evaluate(model, cfg, val), evaluate(model, cfg, test)
+        i5, i7, i9 = (t.thresholds.index(x) for x in (0.5, 0.7, 0.9))
+        print(
+            f"| {f'{depth} px' if depth else 'off'} | {v.score:.4f} | {t.score:.4f} | "
+            f"{t.ap[i5]:.4f} | {t.ap[i7]:.4f} | {t.ap[i9]:.4f} | {t.ap_pooled[i5]:.4f} |"
+        )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         memory_child(sys.argv[2], int(sys.argv[3]))
@@ -240,8 +266,8 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["accuracy", "speed", "memory"],
-        choices=["accuracy", "speed", "memory"],
+        default=["accuracy", "split", "speed", "memory"],
+        choices=["accuracy", "split", "speed", "memory"],
     )
     parser.add_argument(
         "--devices", nargs="+", default=None, help="default: cpu, and cuda/mps if present"
@@ -257,6 +283,8 @@ def main() -> None:
     ]
     if "accuracy" in args.sections:
         accuracy(models)
+    if "split" in args.sections:
+        split_ablation(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
     if "speed" in args.sections:
         speed(models, devices, args.repeats)
     if "memory" in args.sections:

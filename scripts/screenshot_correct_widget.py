@@ -11,13 +11,11 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from qtpy.QtWidgets import QApplication
 from scipy import ndimage as ndi
+from screenshots import DOCS, save_window, settle  # beside this script
 
 from napari_nucleiseg._napari.correct_widget import CorrectWidget
 from napari_nucleiseg.samples import sample_folder
-
-DOCS = Path(__file__).parents[1] / "docs"
 
 
 def _deepest(labels: np.ndarray, label: int) -> tuple[float, float]:
@@ -54,15 +52,9 @@ def correct_widget_screenshot(out: Path = DOCS / "correct_widget.png") -> Path:
     labels.opacity = 0.55
     labels.contour = 0
     viewer.layers.selection.active = labels
-    for _ in range(10):
-        QApplication.processEvents()
+    settle()
     viewer.reset_view()
-    for _ in range(5):
-        QApplication.processEvents()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(out), canvas_only=False)
-    viewer.close()
-    return out
+    return save_window(viewer, out)
 
 
 if __name__ == "__main__":

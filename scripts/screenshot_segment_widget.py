@@ -11,19 +11,10 @@ import time
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
+from screenshots import DOCS, save_window, settle  # beside this script
 
 from napari_nucleiseg._napari import sample_data
 from napari_nucleiseg._napari.segment_widget import SegmentWidget
-
-DOCS = Path(__file__).parents[1] / "docs"
-
-
-def _settle(seconds: float = 0.5) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-        time.sleep(0.02)
 
 
 def segment_widget_screenshot(out: Path = DOCS / "segment_widget.png") -> Path:
@@ -41,18 +32,14 @@ def segment_widget_screenshot(out: Path = DOCS / "segment_widget.png") -> Path:
     widget.run()
     deadline = time.perf_counter() + 120
     while widget._worker is not None and time.perf_counter() < deadline:
-        _settle(0.1)
+        settle(0.1)
     if widget._worker is not None:
         raise SystemExit("segmentation did not finish within 2 minutes")
     result = viewer.layers[f"{viewer.layers[0].name} nuclei"]
     result.contour = 1
     viewer.layers.selection.active = result
     viewer.reset_view()
-    _settle()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(out), canvas_only=False)
-    viewer.close()
-    return out
+    return save_window(viewer, out)
 
 
 if __name__ == "__main__":

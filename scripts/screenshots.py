@@ -1,12 +1,14 @@
 """Render the plugin in napari and save the screenshots that docs/ and the README show.
 
 Run under a display: ``xvfb-run -a python scripts/screenshots.py [ROOT]``.
-ROOT defaults to the stage-1 training set beside the repository.
+ROOT defaults to the stage-1 training set beside the repository. ``settle`` and
+``save_window`` also serve the widget screenshot scripts beside this one.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import napari
@@ -14,6 +16,23 @@ from qtpy.QtWidgets import QApplication
 
 DOCS = Path(__file__).parents[1] / "docs"
 DEFAULT_ROOT = Path(__file__).parents[2] / "shared" / "data" / "dsb2018" / "stage1_train"
+
+
+def settle(seconds: float = 0.5) -> None:
+    """Let Qt handle its events (drawing, worker signals) for a while."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def save_window(viewer: napari.Viewer, out: Path) -> Path:
+    """Draw, save the whole window (canvas, layer list and docks) to ``out``, close the viewer."""
+    settle()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(out), canvas_only=False)
+    viewer.close()
+    return out
 
 
 def reader_screenshot(root: Path) -> Path:
@@ -29,12 +48,7 @@ def reader_screenshot(root: Path) -> Path:
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.zoom *= 2.2
     camera.center = (0, 128, 160)
-    for _ in range(5):
-        QApplication.processEvents()
-    out = DOCS / "reader_root.png"
-    viewer.screenshot(str(out), canvas_only=False)
-    viewer.close()
-    return out
+    return save_window(viewer, DOCS / "reader_root.png")
 
 
 if __name__ == "__main__":

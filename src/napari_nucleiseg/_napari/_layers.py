@@ -1,4 +1,5 @@
-"""Layer plumbing for the segmentation widget: planes in, labels and maps out, references.
+"""Layer plumbing for the segmentation widget: planes in, labels and maps out, references;
+and the two layout helpers every widget uses for long layer names.
 
 Glue only: which planes of an image layer to read, and how results become
 layers that keep the image's geometry and replace their previous version.
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from ..metrics import DatasetScore, score_dataset
 from ..stack import Index, leading_shape
@@ -21,8 +24,6 @@ _GEOMETRY = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_l
 
 def narrow(*combos) -> None:
     """Keep magicgui combo boxes of long names (64-hex sample ids) from widening the dock."""
-    from qtpy.QtWidgets import QComboBox
-
     for combo in combos:
         combo.native.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
@@ -33,9 +34,6 @@ def narrow(*combos) -> None:
 def text_lines(*labels) -> None:
     """Left-aligned, wrapping magicgui labels that never widen the dock: their width hint is
     ignored, since a long unbreakable line (a 64-hex sample id, a path) cannot wrap."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QSizePolicy
-
     for label in labels:
         label.native.setWordWrap(True)
         label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
