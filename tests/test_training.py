@@ -108,6 +108,29 @@ def test_best_checkpoint_is_kept_and_loads(samples, tmp_path):
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
 
 
+def test_moving_average_is_what_is_kept_and_leaves_training_alone(samples):
+    settings = replace(QUICK, epochs=2, max_steps=3)
+
+    def run(decay):
+        losses = []
+        result = drain(
+            train(CONFIG, samples, settings=replace(settings, ema_decay=decay), device="cpu"),
+            lambda p: p.phase == "step" and losses.append(p.loss),
+        )
+        return losses, result.model.state_dict()
+
+    raw_losses, raw = run(0.0)
+    ema_losses, ema = run(0.9)
+    # the same steps are taken; only the weights kept differ
+    assert ema_losses == raw_losses
+    assert not all(torch.equal(v, ema[k]) for k, v in raw.items())
+    # a decay near 0 averages nothing: the kept weights are the raw ones
+    _, fresh = run(1e-9)
+    assert all(torch.allclose(v.float(), fresh[k].float(), atol=1e-5) for k, v in raw.items())
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "adamw"])
 def test_optimizers_step(name):
     w = torch.nn.Parameter(torch.ones(3))

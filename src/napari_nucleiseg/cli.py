@@ -310,6 +310,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         gap_weight=args.gap_weight,
+        ema_decay=args.ema,
         seed=args.seed,
         num_workers=args.workers,
     )
@@ -444,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative,
         default=0.0,
         help="extra loss weight on the gaps between touching nuclei (0: none)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="validate and keep a moving average of the weights with this decay, "
+        "e.g. 0.995 (0: the raw weights)",
     )
     p.add_argument("--exclude-ids", help="file of ids never to train on")
     p.add_argument("--val-ids", help="file of ids to validate on (DSB2018 score each epoch)")
