@@ -45,7 +45,7 @@ from ..io.export import (
     next_version_id,
     write_label_tiff,
 )
-from ._layers import narrow
+from ._layers import narrow, text_lines
 from ._lifetime import CloseWatcher
 
 #: Labels-layer metadata: the labels the change count starts from (set by a
@@ -549,10 +549,13 @@ def _fmt(value) -> str:
 
 
 def _text(value: str, wrap: bool = True) -> Label:
-    """A left-aligned line of text, wrapping unless told not to."""
+    """A left-aligned line of text; one that wraps (status, picks: they may hold a long
+    path) never widens the dock, one that does not (a heading) keeps its width."""
     from qtpy.QtCore import Qt
 
     label = Label(value=value)
-    label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-    label.native.setWordWrap(wrap)
+    if wrap:
+        text_lines(label)
+    else:
+        label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
     return label
