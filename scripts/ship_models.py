@@ -117,11 +117,14 @@ def history_from_card(card: Path) -> list[dict]:
 def stage(record: dict, prefix: str = "") -> str:
     """One training run of a record (``asdict(TrainingInfo)`` or its ``base``), in words."""
     s = record["settings"]
-    extra = (
-        f", bright-background samples x{s['inverted_repeats']}"
-        if s.get("inverted_repeats", 1) > 1
-        else ""
-    ) + (f", gap weight {s['gap_weight']}" if s.get("gap_weight") else "")
+    extras = []
+    if s.get("inverted_repeats", 1) > 1:
+        extras.append(f"bright-background samples x{s['inverted_repeats']}")
+    if s.get("gap_weight"):
+        extras.append(f"gap weight {s['gap_weight']}")
+    if s.get("ema_decay"):
+        extras.append(f"moving average of the weights (decay {s['ema_decay']}) validated and kept")
+    extra = "".join(f", {e}" for e in extras)
     return (
         f"{prefix}{record['epochs']} epochs (best: {record['scores'].get('best_epoch')}), "
         f"{s.get('optimizer')} lr {s.get('lr')}, weight decay {s.get('weight_decay')}, batch "
