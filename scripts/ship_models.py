@@ -1,6 +1,6 @@
 """Make trained checkpoints the shipped models: tuned thresholds, float16 weights, a model card.
 
-    python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage4.pt:dsb2018-unet
+    python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage5.pt:dsb2018-unet
     python scripts/ship_models.py --dry-run runs/candidate.pt:candidate   # scores only
 
 For each: the post-processing thresholds are chosen on the validation split
