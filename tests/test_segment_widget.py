@@ -8,6 +8,7 @@ real nuclei in a second; one test uses the shipped default model when present.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,12 +17,12 @@ from napari.layers import Labels
 from napari.utils.notifications import NotificationSeverity
 
 from napari_nucleiseg._napari import sample_data
-from napari_nucleiseg._napari._models import get_model
+from napari_nucleiseg._napari._models import get_model, model_card
 from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
 from napari_nucleiseg.inference import labels_from_predicted
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.metrics import score_image
-from napari_nucleiseg.models import DEFAULT_MODEL, shipped_models
+from napari_nucleiseg.models import DEFAULT_MODEL, ModelConfig, TrainingInfo, shipped_models
 from napari_nucleiseg.samples import sample_folder
 
 #: a regression floor: the shipped default model's DSB2018 score on the fluorescence sample
@@ -245,3 +246,14 @@ def test_shipped_model_scores_on_the_sample(make_napari_viewer, qtbot, sample):
     assert score >= SHIPPED_SCORE_FLOOR
     qtbot.waitUntil(lambda: "DSB2018 score" in widget._score.value, timeout=WAIT_MS)
     assert f"<b>{score:.3f}</b>" in widget._score.value
+
+
+def test_model_card_counts_the_epochs_of_every_stage(tiny_checkpoint):
+    first = TrainingInfo(data_roots=["stage1_train_fixed"], epochs=14)
+    second = replace(first, epochs=20, base=first.lineage("stage1.pt"))
+    third = replace(first, epochs=28, base=second.lineage("stage2.pt"), scores={"val_dsb": 0.5})
+    line, tooltip = model_card(tiny_checkpoint, ModelConfig("unet", training=third))
+    assert "62 epochs in 3 stages on stage1_train_fixed" in line
+    assert "Epochs: 14 + 20 + 28;" in tooltip
+    line, tooltip = model_card(tiny_checkpoint, ModelConfig("unet", training=first))
+    assert "14 epochs on stage1_train_fixed" in line and "Epochs: 14;" in tooltip

@@ -92,6 +92,16 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _stage_epochs(training) -> list[int]:
+    """Epochs of each training run behind a checkpoint, first to last (a fine-tune nests
+    the record of the weights it started from in ``base``)."""
+    epochs, base = [training.epochs], training.base
+    while base:
+        epochs.insert(0, base.get("epochs") or 0)
+        base = base.get("base")
+    return epochs
+
+
 def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str]:
     """A one-line summary of a model and a longer tooltip: training data, epochs, scores.
 
@@ -101,11 +111,13 @@ def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str
     """
     t = config.training
     arch = f"{config.architecture} ({config.normalization.channels} input)"
+    stages = _stage_epochs(t)
     if not t.epochs and not t.data_roots:
         line = f"{arch}; no training record in this checkpoint"
     else:
         data = ", ".join(Path(r).name for r in t.data_roots) or "unknown data"
-        line = f"{arch}, {t.epochs} epochs on {data}"
+        trained = f"{sum(stages)} epochs" + (f" in {len(stages)} stages" if len(stages) > 1 else "")
+        line = f"{arch}, {trained} on {data}"
         if "val_dsb" in t.scores:
             line += f"; validation DSB score {_fmt(t.scores['val_dsb'])}"
     pp = config.postprocess
@@ -114,7 +126,8 @@ def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str
         f"Architecture: {config.architecture} {config.arch_kwargs or ''}".rstrip(),
         f"Maps: {', '.join(config.maps)}",
         f"Trained on: {', '.join(t.data_roots) or 'not recorded'}",
-        f"Epochs: {t.epochs}; excluded ids: {len(t.exclude_ids)}; validation ids: {len(t.val_ids)}",
+        f"Epochs: {' + '.join(map(str, stages))}; excluded ids: "
+        f"{len(t.exclude_ids)}; validation ids: {len(t.val_ids)}",
         f"Machine: {t.machine or 'not recorded'}",
         f"Default thresholds: probability {pp.prob_threshold}, seed {pp.seed_threshold}, "
         f"min. size {pp.min_size}, shape split "
