@@ -132,14 +132,6 @@ def stage(record: dict, prefix: str = "") -> str:
     )
 
 
-def stages(training) -> list[dict]:
-    """The training runs behind a checkpoint, first to last (each fine-tune nests its base)."""
-    runs = [asdict(training)]
-    while runs[0].get("base"):
-        runs.insert(0, runs[0]["base"])
-    return runs
-
-
 def stage_label(k: int, n: int) -> str:
     if n == 1:
         return ""
@@ -148,7 +140,7 @@ def stage_label(k: int, n: int) -> str:
 
 def write_card(name, config, scores, history, target) -> None:
     t = config.training
-    runs = stages(t)
+    runs = t.runs()
     n_params = sum(p.numel() for p in config.build().parameters())
     lines = [
         f"# {name}",

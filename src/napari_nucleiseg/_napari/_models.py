@@ -92,16 +92,6 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _stage_epochs(training) -> list[int]:
-    """Epochs of each training run behind a checkpoint, first to last (a fine-tune nests
-    the record of the weights it started from in ``base``)."""
-    epochs, base = [training.epochs], training.base
-    while base:
-        epochs.insert(0, base.get("epochs") or 0)
-        base = base.get("base")
-    return epochs
-
-
 def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str]:
     """A one-line summary of a model and a longer tooltip: training data, epochs, scores.
 
@@ -111,7 +101,7 @@ def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str
     """
     t = config.training
     arch = f"{config.architecture} ({config.normalization.channels} input)"
-    stages = _stage_epochs(t)
+    stages = [run.get("epochs") or 0 for run in t.runs()]
     if not t.epochs and not t.data_roots:
         line = f"{arch}; no training record in this checkpoint"
     else:

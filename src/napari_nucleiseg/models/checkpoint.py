@@ -69,6 +69,14 @@ class TrainingInfo:
         a base's own ``base`` stays nested in it, so the whole history travels."""
         return {"source": str(source), **asdict(self)}
 
+    def runs(self) -> list[dict[str, Any]]:
+        """The records of every training run behind these weights, first to last (each
+        fine-tune nests the record of the weights it started from in ``base``)."""
+        runs = [asdict(self)]
+        while runs[0].get("base"):
+            runs.insert(0, runs[0]["base"])
+        return runs
+
 
 @dataclass
 class ModelConfig:

@@ -365,11 +365,11 @@ def train(
     )
     autocast = dev.type == "cuda" and settings.amp
     # the weights that are validated and kept: the raw ones, or their moving average
-    kept = model
+    averaged = None
     if settings.ema_decay > 0:
         ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema_decay)
         averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_fn, use_buffers=True)
-        kept = averaged.module
+    kept = model if averaged is None else averaged.module
 
     history: list[dict] = []
     best_state, best_epoch, best_score, best_loss = None, None, None, math.inf
@@ -399,7 +399,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if kept is not model:
+            if averaged is not None:
                 averaged.update_parameters(model)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()

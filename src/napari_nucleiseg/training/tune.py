@@ -10,7 +10,7 @@ import numpy as np
 
 from ..inference import drain, labels_from_predicted, predict_maps
 from ..io.stage1 import Sample
-from ..metrics import score_dataset
+from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
 from ..postprocess import PostprocessConfig
 
@@ -19,6 +19,17 @@ PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 #: shape-split depths tried (0: off)
 SPLIT_DEPTHS = (0.0, 1.0, 2.0)
+
+
+def score_postprocess(
+    config: ModelConfig, post: PostprocessConfig, samples: Sequence[Sample], maps: Sequence
+) -> DatasetScore:
+    """DSB2018 score of ``post`` on samples whose network maps are already known: only the
+    post-processing runs, so many settings can be compared for one pass of the network."""
+    tuned = replace(config, postprocess=post)
+    return score_dataset(
+        (s.id, s.labels, labels_from_predicted(m, tuned)) for s, m in zip(samples, maps)
+    )
 
 
 def tune_postprocess(
@@ -46,10 +57,7 @@ def tune_postprocess(
     maps = [drain(predict_maps(model, config, s.image, device=device)) for s in samples]
 
     def score(post: PostprocessConfig) -> float:
-        tuned = replace(config, postprocess=post)
-        return score_dataset(
-            (s.id, s.labels, labels_from_predicted(m, tuned)) for s, m in zip(samples, maps)
-        ).score
+        return score_postprocess(config, post, samples, maps).score
 
     default_score = score(config.postprocess)
     best, best_score = config.postprocess, default_score
