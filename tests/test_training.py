@@ -252,3 +252,10 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*tune, *quick, "--overwrite", "--gap-weight", "-1"])
     assert "must be 0 or more" in capsys.readouterr().err
+    # --maps cannot silently differ from what the base model predicts
+    other = tmp_path / "other.pt"
+    assert main([*tune, *quick, "-o", str(other), "--maps", "body,border"]) == 1
+    err = capsys.readouterr().err
+    assert str(second) in err and "cannot change what a base model predicts" in err
+    assert not other.exists()
+    assert main([*tune, *quick, "-o", str(other), "--maps", "body,border,contour"]) == 0

@@ -29,6 +29,9 @@ from .io.inputs import collect_images
 from .io.rle import labels_from_submission, read_submission, write_submission
 from .metrics import score_dataset
 
+#: what ``nucleiseg train`` teaches a new network to predict unless told otherwise
+DEFAULT_MAPS = "body,border,contour"
+
 
 def _progress(items, desc: str):
     return tqdm(
@@ -264,7 +267,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .inference import resolve_device
-    from .models import ModelConfig, load_model, save_checkpoint
+    from .models import ModelConfig, load_model, resolve_checkpoint, save_checkpoint
     from .models.checkpoint import TrainingInfo
     from .preprocess import NormalizeConfig
     from .training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
@@ -288,6 +291,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.base_model:
         model, base = load_model(args.base_model, device="cpu")
+        if args.maps and tuple(args.maps.split(",")) != base.maps:
+            raise FileProblem(
+                resolve_checkpoint(args.base_model),
+                f"predicts {','.join(base.maps)}; --maps cannot change what a base model predicts",
+            )
         # the base's model, a new training record that names where it started
         config = replace(base, training=replace(info, base=base.training.lineage(args.base_model)))
     else:
@@ -295,7 +303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = ModelConfig(
             args.model,
             _arch_kwargs(args),
-            maps=tuple(args.maps.split(",")),
+            maps=tuple((args.maps or DEFAULT_MAPS).split(",")),
             normalization=NormalizeConfig(channels=args.channels),
             training=info,
         )
@@ -423,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--maps",
         choices=["body,border", "body,border,contour"],
-        default="body,border,contour",
-        help="what the network predicts; border and contour both separate nuclei",
+        help=f"what the network predicts ({DEFAULT_MAPS}; with --base-model, its own maps); "
+        "border and contour both separate nuclei",
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--steps-per-epoch", type=int, help="cap on optimiser steps per epoch")
