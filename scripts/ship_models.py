@@ -50,10 +50,9 @@ def ship(run: Path, name: str, write: bool = True) -> dict:
     val = read_samples(
         [DATA / "stage1_train_fixed" / i for i in read_ids(HERE / "splits" / "val_ids.txt")]
     )
-    post, tuned, default = tune_postprocess(model, config, val)
+    post, val_result, default = tune_postprocess(model, config, val)
     config = replace(config, postprocess=post)
     by_kind_ids = kinds()
-    val_result = evaluate(model, config, val)
     per_image = dict(zip(val_result.ids, val_result.images))
     by_kind = {}
     for kind in sorted(set(by_kind_ids.values())):

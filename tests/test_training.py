@@ -204,10 +204,11 @@ def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
         "labels_from_predicted",
         lambda maps, cfg: scored.append(cfg.postprocess.split_depth) or real(maps, cfg),
     )
-    best, best_score, default_score = tune.tune_postprocess(
+    best, best_result, default_score = tune.tune_postprocess(
         config.build(), config, samples, prob_thresholds=(0.3, 0.5), seed_thresholds=(0.5, 0.7)
     )
-    assert best_score >= default_score
+    assert best_result.score >= default_score
+    assert best_result.ids == (samples[0].id,)  # per-image scores, for reports by kind
     assert best.prob_threshold in (0.3, 0.5) and best.seed_threshold in (0.5, 0.7)
     assert set(scored) == set(tune.SPLIT_DEPTHS)  # the shape split is tuned too
 

@@ -6,8 +6,6 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
-import numpy as np
-
 from ..inference import drain, labels_from_predicted, predict_maps
 from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
@@ -41,7 +39,7 @@ def tune_postprocess(
     seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
     split_depths: Sequence[float] = SPLIT_DEPTHS,
     device=None,
-) -> tuple[PostprocessConfig, float, float]:
+) -> tuple[PostprocessConfig, DatasetScore, float]:
     """The probability and seed thresholds and shape-split depth with the best DSB2018
     score on ``samples``.
 
@@ -49,23 +47,24 @@ def tune_postprocess(
     -------
     best : PostprocessConfig
         ``config.postprocess`` with the best thresholds and depth.
-    best_score : float
-        Its DSB2018 score on ``samples``.
+    best_result : DatasetScore
+        Its scores on ``samples`` (``.score``: DSB2018; per image in ``.images``),
+        so that callers need not run the network again to report them.
     default_score : float
         The score of ``config.postprocess`` as it was.
     """
     maps = [drain(predict_maps(model, config, s.image, device=device)) for s in samples]
 
-    def score(post: PostprocessConfig) -> float:
-        return score_postprocess(config, post, samples, maps).score
+    def score(post: PostprocessConfig) -> DatasetScore:
+        return score_postprocess(config, post, samples, maps)
 
-    default_score = score(config.postprocess)
-    best, best_score = config.postprocess, default_score
+    best, best_result = config.postprocess, score(config.postprocess)
+    default_score = best_result.score
     for p, q, d in itertools.product(prob_thresholds, seed_thresholds, split_depths):
         if q < p:
             continue
         candidate = replace(config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d)
-        value = score(candidate)
-        if value > best_score + 1e-9:
-            best, best_score = candidate, value
-    return best, float(best_score), float(np.float64(default_score))
+        result = score(candidate)
+        if result.score > best_result.score + 1e-9:
+            best, best_result = candidate, result
+    return best, best_result, float(default_score)
