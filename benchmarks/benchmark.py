@@ -1,6 +1,7 @@
 """The figures the project is judged by, in one table each.
 
     python benchmarks/benchmark.py [--models dsb2018-linknet dsb2018-unet] [--sections ...]
+        [--repeats N]
 
 - accuracy: AP at IoU 0.5 ... 0.9 (mean over images and pooled) and the DSB2018
   score on the StarDist paper's 50 test images (original masks), beside that
@@ -14,6 +15,8 @@
   tiles) against untiled.
 - split: what the shape split adds, for the default model at its shipped
   thresholds: validation and StarDist-test scores with the split off and as shipped.
+- tta: the same scores, and the CPU seconds at 520x696, with and without
+  test-time flips (``nucleiseg predict --tta``) for the default model.
 Timings are medians of a few runs; compare ratios, not seconds, across machines.
 """
 
@@ -115,9 +118,9 @@ def _forward(model: torch.nn.Module, x: torch.Tensor) -> None:
         torch.cuda.synchronize()
 
 
-def _end_to_end(model, config, path: Path, dev: torch.device) -> None:
+def _end_to_end(model, config, path: Path, dev: torch.device, tta: bool = False) -> None:
     image = read_image_file(path)
-    labels_from_predicted(drain(predict_maps(model, config, image, device=dev)), config)
+    labels_from_predicted(drain(predict_maps(model, config, image, device=dev, tta=tta)), config)
 
 
 def _timed(fn, repeats: int) -> float:
@@ -237,29 +240,62 @@ def memory(name: str) -> None:
     )
 
 
-# ------------------------------------------------------------------ shape split
-def split_ablation(name: str) -> None:
-    """Scores of one model with the shape split off and as shipped (same weights and thresholds)."""
+# ------------------------------------------------------------------ ablations
+def _val_and_test(name: str):
+    """The model, and the validation and StarDist test samples it is scored on."""
     model, config = load_model(name, device="cpu")
     val = read_samples([DATA / "stage1_train_fixed" / i for i in read_ids(VAL_IDS)])
     test_ids = read_ids(DATA / "splits" / "stardist_test_ids.txt")
     test = read_samples([DATA / "stage1_train" / i for i in test_ids])
+    return model, config, val, test
+
+
+def _scores(val_score, test_score) -> str:
+    """Table cells: validation DSB, then test DSB, AP@0.5/0.7/0.9 and pooled AP@0.5."""
+    i5, i7, i9 = (test_score.thresholds.index(x) for x in (0.5, 0.7, 0.9))
+    ap = test_score.ap
+    return (
+        f"{val_score.score:.4f} | {test_score.score:.4f} | {ap[i5]:.4f} | {ap[i7]:.4f} | "
+        f"{ap[i9]:.4f} | {test_score.ap_pooled[i5]:.4f}"
+    )
+
+
+SCORE_COLUMNS = "validation DSB | test DSB | AP@0.5 | AP@0.7 | AP@0.9 | AP@0.5 pooled"
+
+
+def _maps(model, config, samples, tta: bool = False) -> list[np.ndarray]:
+    return [drain(predict_maps(model, config, s.image, tta=tta)) for s in samples]
+
+
+def split_ablation(name: str) -> None:
+    """Scores of one model with the shape split off and as shipped (same weights and thresholds)."""
+    model, config, val, test = _val_and_test(name)
     pp = config.postprocess
     print(f"\n## Shape split ({name}, probability {pp.prob_threshold}, seed {pp.seed_threshold})\n")
-    print("| shape split | validation DSB | test DSB | AP@0.5 | AP@0.7 | AP@0.9 | AP@0.5 pooled |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| shape split | {SCORE_COLUMNS} |")
+    print("| --- " * 7 + "|")
     # the network runs once per image; only the post-processing differs
-    val_maps, test_maps = (
-        [drain(predict_maps(model, config, s.image)) for s in ss] for ss in (val, test)
-    )
+    val_maps, test_maps = _maps(model, config, val), _maps(model, config, test)
     for depth in (0.0, pp.split_depth):
         post = replace(pp, split_depth=depth)
         v = score_postprocess(config, post, val, val_maps)
         t = score_postprocess(config, post, test, test_maps)
-        i5, i7, i9 = (t.thresholds.index(x) for x in (0.5, 0.7, 0.9))
+        print(f"| {f'{depth} px' if depth else 'off'} | {_scores(v, t)} |")
+
+
+def tta_ablation(name: str, repeats: int) -> None:
+    """Scores and CPU time of one model with and without test-time flips (``--tta``)."""
+    model, config, val, test = _val_and_test(name)
+    path = pick_images()[(520, 696)]
+    print(f"\n## Test-time flips ({name}, its shipped thresholds, CPU)\n")
+    print(f"| test-time flips | {SCORE_COLUMNS} | s at 520x696 |")
+    print("| --- " * 8 + "|")
+    for tta in (False, True):
+        v = score_postprocess(config, config.postprocess, val, _maps(model, config, val, tta))
+        t = score_postprocess(config, config.postprocess, test, _maps(model, config, test, tta))
+        run = partial(_end_to_end, model, config, path, torch.device("cpu"), tta)
         print(
-            f"| {f'{depth} px' if depth else 'off'} | {v.score:.4f} | {t.score:.4f} | "
-            f"{t.ap[i5]:.4f} | {t.ap[i7]:.4f} | {t.ap[i9]:.4f} | {t.ap_pooled[i5]:.4f} |"
+            f"| {'4 flips' if tta else 'off'} | {_scores(v, t)} | {median_time(run, repeats):.3f} |"
         )
 
 
@@ -272,8 +308,8 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["accuracy", "split", "speed", "memory"],
-        choices=["accuracy", "split", "speed", "memory"],
+        default=["accuracy", "split", "tta", "speed", "memory"],
+        choices=["accuracy", "split", "tta", "speed", "memory"],
     )
     parser.add_argument(
         "--devices", nargs="+", default=None, help="default: cpu, and cuda/mps if present"
@@ -291,6 +327,8 @@ def main() -> None:
         accuracy(models)
     if "split" in args.sections:
         split_ablation(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
+    if "tta" in args.sections:
+        tta_ablation(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.repeats)
     if "speed" in args.sections:
         speed(models, devices, args.repeats)
     if "memory" in args.sections:
