@@ -253,10 +253,12 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*tune, *quick, "--overwrite", "--gap-weight", "-1"])
     assert "must be 0 or more" in capsys.readouterr().err
-    # --maps cannot silently differ from what the base model predicts
+    # options that would change the base's network are an error, not silently ignored
     other = tmp_path / "other.pt"
-    assert main([*tune, *quick, "-o", str(other), "--maps", "body,border"]) == 1
-    err = capsys.readouterr().err
-    assert str(second) in err and "cannot change what a base model predicts" in err
-    assert not other.exists()
-    assert main([*tune, *quick, "-o", str(other), "--maps", "body,border,contour"]) == 0
+    for option in (["--maps", "body,border"], ["--width", "12"], ["--model", "linknet"]):
+        assert main([*tune, *quick, "-o", str(other), *option]) == 1
+        err = capsys.readouterr().err
+        assert str(second) in err and " ".join(option) in err and "would change" in err
+        assert not other.exists()
+    same = ["--model", "unet", "--width", "8", "--depth", "2", "--maps", "body,border,contour"]
+    assert main([*tune, *quick, "-o", str(other), *same, "--channels", "grey"]) == 0

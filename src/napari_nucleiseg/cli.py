@@ -257,10 +257,36 @@ def _non_negative(text: str) -> float:
 
 
 def _arch_kwargs(args: argparse.Namespace) -> dict:
-    if args.model == "unet":
-        kwargs = {"depth": args.depth, "base": args.width or 16}
+    if (args.model or "unet") == "unet":
+        kwargs = {"depth": args.depth or 4, "base": args.width or 16}
         return kwargs | ({"upsampling": args.upsampling} if args.upsampling else {})
     return {"width": args.width or 32}
+
+
+def _network_options(args: argparse.Namespace) -> dict[str, str]:
+    """The options describing the network that were given, as typed."""
+    given = {
+        "--model": args.model,
+        "--width": args.width,
+        "--depth": args.depth,
+        "--upsampling": args.upsampling,
+        "--channels": args.channels,
+        "--maps": args.maps,
+    }
+    return {k: str(v) for k, v in given.items() if v is not None}
+
+
+def _built_with(config) -> dict[str, str]:
+    """The same options, as a checkpoint's network was built with them."""
+    kw, unet = config.arch_kwargs, config.architecture == "unet"
+    return {
+        "--model": config.architecture,
+        "--width": str(kw.get("base" if unet else "width", "its default")),
+        "--depth": str(kw.get("depth", "its default")) if unet else "none",
+        "--upsampling": kw.get("upsampling", "transpose") if unet else "none",
+        "--channels": config.normalization.channels,
+        "--maps": ",".join(config.maps),
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -291,20 +317,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.base_model:
         model, base = load_model(args.base_model, device="cpu")
-        if args.maps and tuple(args.maps.split(",")) != base.maps:
+        # a fine-tune keeps its base's network: options that would change it are an error
+        have = _built_with(base)
+        changes = [
+            f"{k} {v} (it has {have[k]})" for k, v in _network_options(args).items() if v != have[k]
+        ]
+        if changes:
             raise FileProblem(
                 resolve_checkpoint(args.base_model),
-                f"predicts {','.join(base.maps)}; --maps cannot change what a base model predicts",
+                f"is fine-tuned as it was built; {', '.join(changes)} would change its network",
             )
         # the base's model, a new training record that names where it started
         config = replace(base, training=replace(info, base=base.training.lineage(args.base_model)))
     else:
         model = None
         config = ModelConfig(
-            args.model,
+            args.model or "unet",
             _arch_kwargs(args),
             maps=tuple((args.maps or DEFAULT_MAPS).split(",")),
-            normalization=NormalizeConfig(channels=args.channels),
+            normalization=NormalizeConfig(channels=args.channels or "grey"),
             training=info,
         )
     settings = TrainConfig(
@@ -420,19 +451,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune a model on stage-1 roots")
     p.add_argument("data", nargs="+", help="stage-1 roots or sample folders (several allowed)")
     p.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)")
-    p.add_argument("--model", choices=["unet", "linknet"], default="unet")
-    p.add_argument("--base-model", help="fine-tune this shipped model name or checkpoint")
-    p.add_argument("--width", type=int, help="U-Net base width (16) or LinkNet width (32)")
-    p.add_argument("--depth", type=int, default=4, help="U-Net depth (4)")
-    p.add_argument("--upsampling", choices=["transpose", "resize"], help="U-Net upsampling")
+    p.add_argument("--model", choices=["unet", "linknet"], help="architecture (unet)")
     p.add_argument(
-        "--channels", choices=["grey", "rgb"], default="grey", help="what the network sees (grey)"
+        "--base-model",
+        help="fine-tune this shipped model name or checkpoint; the network options (--model, "
+        "--width, --depth, --upsampling, --channels, --maps) are then its own",
     )
+    p.add_argument("--width", type=int, help="U-Net base width (16) or LinkNet width (32)")
+    p.add_argument("--depth", type=int, help="U-Net depth (4)")
+    p.add_argument("--upsampling", choices=["transpose", "resize"], help="U-Net upsampling")
+    p.add_argument("--channels", choices=["grey", "rgb"], help="what the network sees (grey)")
     p.add_argument(
         "--maps",
         choices=["body,border", "body,border,contour"],
-        help=f"what the network predicts ({DEFAULT_MAPS}; with --base-model, its own maps); "
-        "border and contour both separate nuclei",
+        help=f"what the network predicts ({DEFAULT_MAPS}); border and contour both separate nuclei",
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--steps-per-epoch", type=int, help="cap on optimiser steps per epoch")
