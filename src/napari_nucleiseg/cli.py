@@ -443,7 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="shipped model name or checkpoint path (default: the best)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--submission", help="also write a Kaggle DSB2018 submission CSV")
-    p.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the network over 4 flips (2.5x the time on a CPU)",
+    )
     p.add_argument("--tile-size", type=int, help="tile side in pixels (default: automatic)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_predict)

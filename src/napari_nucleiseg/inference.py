@@ -174,7 +174,7 @@ def predict_maps(
     batch_size : int
         Tiles per forward pass.
     tta : bool
-        Average over the four flips of every tile (4x the time).
+        Average over the four flips of every tile (4x the network time).
 
     Yields
     ------

@@ -87,7 +87,7 @@ class SegmentWidget(Container):
         self._seed = FloatSlider(label="Seed threshold", min=0.05, max=0.99, step=0.01)
         self._min_size = SpinBox(label="Min. size (px)", min=0, max=100_000)
         self._split = FloatSpinBox(label="Shape split (px)", min=0.0, max=20.0, step=0.5)
-        self._tta = CheckBox(text="Test-time flips (4x slower)", label="")
+        self._tta = CheckBox(text="Test-time flips (2.5x slower)", label="")
         self._tile = ComboBox(label="Tile size", choices=TILES)
         self._show_maps = CheckBox(text="Add probability maps", label="")
         self._run = PushButton(text="Segment nuclei", label="")
