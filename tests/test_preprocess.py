@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,8 +9,6 @@ from napari_nucleiseg.io import read_sample, read_stage1_image
 from napari_nucleiseg.models import ModelConfig
 from napari_nucleiseg.preprocess import NormalizeConfig, normalize, should_invert
 from napari_nucleiseg.samples import sample_folder
-
-STAGE1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018" / "stage1_train"
 
 
 def dark_field(dtype=np.uint8, scale=200) -> np.ndarray:
@@ -82,8 +78,7 @@ def test_bad_input_is_rejected(bad, match):
 
 
 @pytest.mark.shared
-@pytest.mark.skipif(not STAGE1.is_dir(), reason=f"needs the DSB2018 data at {STAGE1}")
-def test_inversion_rule_on_stage1_train():
+def test_inversion_rule_on_stage1_train(shared_data):
     """Every colour (H&E-like) and grey brightfield image inverts; no fluorescence image does.
 
     Grey brightfield images are told apart by their ground truth: nuclei darker
@@ -91,7 +86,7 @@ def test_inversion_rule_on_stage1_train():
     """
     wrong: dict[str, list[str]] = {"colour": [], "brightfield": [], "fluorescence": []}
     counts = dict.fromkeys(wrong, 0)
-    for folder in sorted(p for p in STAGE1.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in (shared_data / "stage1_train").iterdir() if p.is_dir()):
         image = read_stage1_image(folder / "images" / f"{folder.name}.png")
         colour = image.ndim == 3 and bool(
             np.any(image[..., 0] != image[..., 1]) or np.any(image[..., 1] != image[..., 2])
