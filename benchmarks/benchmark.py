@@ -241,13 +241,7 @@ def memory(name: str) -> None:
 
 
 # ------------------------------------------------------------------ ablations
-def _val_and_test(name: str):
-    """The model, and the validation and StarDist test samples it is scored on."""
-    model, config = load_model(name, device="cpu")
-    val = read_samples([DATA / "stage1_train_fixed" / i for i in read_ids(VAL_IDS)])
-    test_ids = read_ids(DATA / "splits" / "stardist_test_ids.txt")
-    test = read_samples([DATA / "stage1_train" / i for i in test_ids])
-    return model, config, val, test
+SCORE_COLUMNS = "validation DSB | test DSB | AP@0.5 | AP@0.7 | AP@0.9 | AP@0.5 pooled"
 
 
 def _scores(val_score, test_score) -> str:
@@ -260,43 +254,42 @@ def _scores(val_score, test_score) -> str:
     )
 
 
-SCORE_COLUMNS = "validation DSB | test DSB | AP@0.5 | AP@0.7 | AP@0.9 | AP@0.5 pooled"
+def ablations(name: str, sections: list[str], repeats: int) -> None:
+    """What the shape split and test-time flips change for one model at its shipped thresholds:
+    validation and StarDist-test scores (and, for the flips, CPU seconds at 520x696). The
+    samples are read and the network run without flips once for both tables."""
+    model, config = load_model(name, device="cpu")
+    val = read_samples([DATA / "stage1_train_fixed" / i for i in read_ids(VAL_IDS)])
+    test_ids = read_ids(DATA / "splits" / "stardist_test_ids.txt")
+    test = read_samples([DATA / "stage1_train" / i for i in test_ids])
 
+    def maps(samples, tta: bool = False) -> list[np.ndarray]:
+        return [drain(predict_maps(model, config, s.image, tta=tta)) for s in samples]
 
-def _maps(model, config, samples, tta: bool = False) -> list[np.ndarray]:
-    return [drain(predict_maps(model, config, s.image, tta=tta)) for s in samples]
-
-
-def split_ablation(name: str) -> None:
-    """Scores of one model with the shape split off and as shipped (same weights and thresholds)."""
-    model, config, val, test = _val_and_test(name)
-    pp = config.postprocess
-    print(f"\n## Shape split ({name}, probability {pp.prob_threshold}, seed {pp.seed_threshold})\n")
-    print(f"| shape split | {SCORE_COLUMNS} |")
-    print("| --- " * 7 + "|")
-    # the network runs once per image; only the post-processing differs
-    val_maps, test_maps = _maps(model, config, val), _maps(model, config, test)
-    for depth in (0.0, pp.split_depth):
-        post = replace(pp, split_depth=depth)
+    def scores(post, val_maps, test_maps) -> str:
         v = score_postprocess(config, post, val, val_maps)
-        t = score_postprocess(config, post, test, test_maps)
-        print(f"| {f'{depth} px' if depth else 'off'} | {_scores(v, t)} |")
+        return _scores(v, score_postprocess(config, post, test, test_maps))
 
-
-def tta_ablation(name: str, repeats: int) -> None:
-    """Scores and CPU time of one model with and without test-time flips (``--tta``)."""
-    model, config, val, test = _val_and_test(name)
-    path = pick_images()[(520, 696)]
-    print(f"\n## Test-time flips ({name}, its shipped thresholds, CPU)\n")
-    print(f"| test-time flips | {SCORE_COLUMNS} | s at 520x696 |")
-    print("| --- " * 8 + "|")
-    for tta in (False, True):
-        v = score_postprocess(config, config.postprocess, val, _maps(model, config, val, tta))
-        t = score_postprocess(config, config.postprocess, test, _maps(model, config, test, tta))
-        run = partial(_end_to_end, model, config, path, torch.device("cpu"), tta)
+    plain = maps(val), maps(test)
+    pp = config.postprocess
+    if "split" in sections:
         print(
-            f"| {'4 flips' if tta else 'off'} | {_scores(v, t)} | {median_time(run, repeats):.3f} |"
+            f"\n## Shape split ({name}, probability {pp.prob_threshold}, seed {pp.seed_threshold})\n"
         )
+        print(f"| shape split | {SCORE_COLUMNS} |")
+        print("| --- " * 7 + "|")
+        for depth in (0.0, pp.split_depth):
+            row = scores(replace(pp, split_depth=depth), *plain)
+            print(f"| {f'{depth} px' if depth else 'off'} | {row} |")
+    if "tta" in sections:
+        path = pick_images()[(520, 696)]
+        print(f"\n## Test-time flips ({name}, its shipped thresholds, CPU)\n")
+        print(f"| test-time flips | {SCORE_COLUMNS} | s at 520x696 |")
+        print("| --- " * 8 + "|")
+        for tta in (False, True):
+            row = scores(pp, *((maps(val, True), maps(test, True)) if tta else plain))
+            run = partial(_end_to_end, model, config, path, torch.device("cpu"), tta)
+            print(f"| {'4 flips' if tta else 'off'} | {row} | {_timed(run, repeats):.3f} |")
 
 
 def main() -> None:
@@ -325,10 +318,10 @@ def main() -> None:
     ]
     if "accuracy" in args.sections:
         accuracy(models)
-    if "split" in args.sections:
-        split_ablation(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
-    if "tta" in args.sections:
-        tta_ablation(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.repeats)
+    if {"split", "tta"} & set(args.sections):
+        ablations(
+            DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.sections, args.repeats
+        )
     if "speed" in args.sections:
         speed(models, devices, args.repeats)
     if "memory" in args.sections:

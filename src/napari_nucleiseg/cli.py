@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
@@ -29,8 +30,13 @@ from .io.inputs import collect_images
 from .io.rle import labels_from_submission, read_submission, write_submission
 from .metrics import score_dataset
 
-#: what ``nucleiseg train`` teaches a new network to predict unless told otherwise
-DEFAULT_MAPS = "body,border,contour"
+if TYPE_CHECKING:  # the models import torch: the command line loads them only when it needs them
+    from .models import ModelConfig, TrainingInfo
+
+#: what ``nucleiseg train`` builds where an option is not given (a fine-tune keeps its base's)
+NEW_NETWORK = {"model": "unet", "depth": 4, "channels": "grey", "maps": "body,border,contour"}
+#: ``--width`` when not given, by architecture
+NEW_WIDTH = {"unet": 16, "linknet": 32}
 
 
 def _progress(items, desc: str):
@@ -256,46 +262,50 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _arch_kwargs(args: argparse.Namespace) -> dict:
-    if (args.model or "unet") == "unet":
-        kwargs = {"depth": args.depth or 4, "base": args.width or 16}
-        return kwargs | ({"upsampling": args.upsampling} if args.upsampling else {})
-    return {"width": args.width or 32}
+def _new_network(args: argparse.Namespace, info: TrainingInfo) -> ModelConfig:
+    """The config of a network trained from scratch: the options given, else ``NEW_NETWORK``."""
+    from .models import ModelConfig
+    from .preprocess import NormalizeConfig
+
+    o = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in NEW_NETWORK.items()}
+    width = args.width or NEW_WIDTH[o["model"]]
+    if o["model"] == "unet":
+        kwargs = {"depth": o["depth"], "base": width}
+        kwargs |= {"upsampling": args.upsampling} if args.upsampling else {}
+    else:
+        kwargs = {"width": width}
+    return ModelConfig(
+        o["model"],
+        kwargs,
+        maps=tuple(o["maps"].split(",")),
+        normalization=NormalizeConfig(channels=o["channels"]),
+        training=info,
+    )
 
 
-def _network_options(args: argparse.Namespace) -> dict[str, str]:
-    """The options describing the network that were given, as typed."""
-    given = {
-        "--model": args.model,
-        "--width": args.width,
-        "--depth": args.depth,
-        "--upsampling": args.upsampling,
-        "--channels": args.channels,
-        "--maps": args.maps,
+def _network_changes(args: argparse.Namespace, base: ModelConfig) -> list[str]:
+    """The network options given that differ from how ``base``'s network was built."""
+    from .models.registry import default_arguments
+
+    kw = default_arguments(base.architecture) | base.arch_kwargs
+    built = {
+        "model": base.architecture,
+        "width": kw.get("base", kw.get("width")),
+        "depth": kw.get("depth", "none"),
+        "upsampling": kw.get("upsampling", "none"),
+        "channels": base.normalization.channels,
+        "maps": ",".join(base.maps),
     }
-    return {k: str(v) for k, v in given.items() if v is not None}
-
-
-def _built_with(config) -> dict[str, str]:
-    """The same options, as a checkpoint's network was built with them."""
-    kw, unet = config.arch_kwargs, config.architecture == "unet"
-    return {
-        "--model": config.architecture,
-        "--width": str(kw.get("base" if unet else "width", "its default")),
-        "--depth": str(kw.get("depth", "its default")) if unet else "none",
-        "--upsampling": kw.get("upsampling", "transpose") if unet else "none",
-        "--channels": config.normalization.channels,
-        "--maps": ",".join(config.maps),
-    }
+    given = {k: getattr(args, k) for k in built if getattr(args, k) is not None}
+    return [f"--{k} {v} (it has {built[k]})" for k, v in given.items() if str(v) != str(built[k])]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .inference import resolve_device
-    from .models import ModelConfig, load_model, resolve_checkpoint, save_checkpoint
+    from .models import load_model, resolve_checkpoint, save_checkpoint
     from .models.checkpoint import TrainingInfo
-    from .preprocess import NormalizeConfig
     from .training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
 
     out = Path(args.output)
@@ -303,6 +313,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FileProblem(out, "already exists; choose another path or pass --overwrite")
     if not out.parent.is_dir():
         raise FileProblem(out.parent, "does not exist")
+    if args.base_model:  # checked before the data are read
+        model, base = load_model(args.base_model, device="cpu")
+        changes = _network_changes(args, base)
+        if changes:  # a fine-tune keeps its base's network
+            raise FileProblem(
+                resolve_checkpoint(args.base_model),
+                f"is fine-tuned as it was built; {', '.join(changes)} would change its network",
+            )
     if args.threads:
         torch.set_num_threads(args.threads)
     exclude = read_ids(args.exclude_ids) if args.exclude_ids else []
@@ -316,28 +334,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_roots=[str(Path(d).resolve()) for d in args.data], exclude_ids=sorted(exclude)
     )
     if args.base_model:
-        model, base = load_model(args.base_model, device="cpu")
-        # a fine-tune keeps its base's network: options that would change it are an error
-        have = _built_with(base)
-        changes = [
-            f"{k} {v} (it has {have[k]})" for k, v in _network_options(args).items() if v != have[k]
-        ]
-        if changes:
-            raise FileProblem(
-                resolve_checkpoint(args.base_model),
-                f"is fine-tuned as it was built; {', '.join(changes)} would change its network",
-            )
         # the base's model, a new training record that names where it started
         config = replace(base, training=replace(info, base=base.training.lineage(args.base_model)))
     else:
-        model = None
-        config = ModelConfig(
-            args.model or "unet",
-            _arch_kwargs(args),
-            maps=tuple((args.maps or DEFAULT_MAPS).split(",")),
-            normalization=NormalizeConfig(channels=args.channels or "grey"),
-            training=info,
-        )
+        model, config = None, _new_network(args, info)
     settings = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--maps",
         choices=["body,border", "body,border,contour"],
-        help=f"what the network predicts ({DEFAULT_MAPS}); border and contour both separate nuclei",
+        help=f"what the network predicts ({NEW_NETWORK['maps']}); border, contour separate nuclei",
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--steps-per-epoch", type=int, help="cap on optimiser steps per epoch")

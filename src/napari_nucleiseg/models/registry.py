@@ -79,6 +79,12 @@ def available_models() -> list[str]:
     return sorted(MODELS)
 
 
+def default_arguments(name: str) -> dict:
+    """A registered architecture's keyword arguments that have defaults, with those defaults."""
+    params = inspect.signature(MODELS[name]).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
 def create_model(name: str, **config) -> SegmentationModel:
     """Build a registered architecture with random weights.
 

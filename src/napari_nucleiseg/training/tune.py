@@ -59,7 +59,7 @@ def tune_postprocess(
         return score_postprocess(config, post, samples, maps)
 
     best, best_result = config.postprocess, score(config.postprocess)
-    default_score = best_result.score
+    default_score = best_result.score  # a float already
     for p, q, d in itertools.product(prob_thresholds, seed_thresholds, split_depths):
         if q < p:
             continue
@@ -67,4 +67,4 @@ def tune_postprocess(
         result = score(candidate)
         if result.score > best_result.score + 1e-9:
             best, best_result = candidate, result
-    return best, best_result, float(default_score)
+    return best, best_result, default_score
