@@ -1,18 +1,24 @@
-"""The nucleiseg command line: check, evaluate and samples, on real samples."""
+"""The nucleiseg command line: check, evaluate, samples and help, on real samples."""
 
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
+from conftest import tree_digest
 from napari_nucleiseg.cli import main
 from napari_nucleiseg.io import list_samples, read_sample, write_submission
+from napari_nucleiseg.io.stage1 import image_path
 from napari_nucleiseg.metrics import score_dataset
+from napari_nucleiseg.samples import SAMPLES, sample_folder
 
 
 def run(capsys, *argv):
@@ -114,11 +120,94 @@ def test_check_exit_codes(capsys, small_root, sample_copy):
     assert code == 1 and out.splitlines() == [f"{bad}: " + out.split(": ", 1)[1].strip()]
 
 
+def test_check_names_an_empty_masks_folder_and_strict_fails_on_it(capsys, sample_copy):
+    for mask in (sample_copy / "masks").iterdir():
+        mask.unlink()
+    code, out, err = run(capsys, "check", sample_copy.parent)
+    assert (
+        code == 0
+        and out == f"warning: {sample_copy / 'masks'}: holds no mask: the sample has no nucleus\n"
+    )
+    assert "1 sample(s) checked: 0 error(s), 1 warning(s)" in err
+    code, _, _ = run(capsys, "check", sample_copy.parent, "--strict")
+    assert code == 1
+
+
+def test_check_counts_a_sample_folder_without_images(capsys, sample_copy):
+    shutil.rmtree(sample_copy / "images")
+    code, out, err = run(capsys, "check", sample_copy.parent)
+    assert code == 1 and out.splitlines() == [f"{image_path(sample_copy)}: does not exist"]
+    assert "1 sample(s) checked: 1 error(s)" in err
+
+
 def test_samples_are_copied_once(capsys, tmp_path):
     code, out, _ = run(capsys, "samples", "-o", tmp_path / "demo")
     assert code == 0 and len(list_samples(tmp_path / "demo")) == 2
     code, _, err = run(capsys, "samples", "-o", tmp_path / "demo")
-    assert code == 1 and "already exists" in err
+    assert code == 1 and "already exists" in err and "--overwrite" in err
+
+
+def test_samples_overwrite_replaces_only_the_shipped_folders(capsys, tmp_path):
+    demo = tmp_path / "demo"
+    run(capsys, "samples", "-o", demo)
+    mine = demo / "mine.txt"
+    mine.write_text("keep me")
+    junk = demo / SAMPLES["histology"] / "masks" / "junk.png"
+    junk.write_bytes(b"junk")
+    code, out, err = run(capsys, "samples", "-o", demo, "--overwrite")
+    assert code == 0, err
+    assert not junk.exists() and mine.read_text() == "keep me"
+    for kind, sample_id in SAMPLES.items():
+        assert tree_digest(demo / sample_id) == tree_digest(sample_folder(kind))
+
+
+def test_samples_overwrite_never_deletes_the_shipped_samples(capsys, tmp_path, monkeypatch):
+    import napari_nucleiseg.samples as samples
+
+    shipped = tmp_path / "shipped"  # stands in for the package's own folder
+    for kind, sample_id in SAMPLES.items():
+        shutil.copytree(sample_folder(kind), shipped / sample_id)
+    before = tree_digest(shipped)
+    monkeypatch.setattr(samples, "sample_folder", lambda kind: shipped / SAMPLES[kind])
+    code, _, err = run(capsys, "samples", "-o", shipped, "--overwrite")
+    assert code == 1 and "shipped sample itself" in err and tree_digest(shipped) == before
+
+
+def test_readme_first_command_runs_twice(capsys, tmp_path, monkeypatch):
+    """The set-up command of the README (after its pip installs) can be run again."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    line = readme.split("```bash\n", 1)[1].split("\n", 1)[0]
+    commands = [shlex.split(c) for c in line.split(" && ") if c.startswith("nucleiseg ")]
+    assert [c[1] for c in commands] == ["samples", "predict", "evaluate"]
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        for argv in commands:
+            code, _, err = run(capsys, *argv[1:])
+            assert code == 0, f"{shlex.join(argv)}: {err}"
+    assert len(list((tmp_path / "demo-labels").glob("*.tif"))) == 2
+
+
+def _help(command: str) -> str:
+    """``nucleiseg COMMAND --help`` as a user sees it, whitespace folded."""
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_nucleiseg.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return " ".join(out.split())
+
+
+def test_help_shows_defaults_and_readable_choices():
+    train = _help("train")
+    for default in ["(default: 30)", "(default: 0.001)", "(default: 8)", "(default: adam)"]:
+        assert default in train
+    assert "--maps MAPS" in train and "body,border or body,border,contour" in train
+    assert "{body,border,body" not in train
+    predict = _help("predict")
+    assert "(default: auto)" in predict and "folders of image files" in predict
+    for text in [train, predict]:
+        assert "default: None" not in text and "default: False" not in text
 
 
 def test_console_script_runs():

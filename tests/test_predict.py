@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from conftest import tree_digest
 from napari_nucleiseg.cli import main
 from napari_nucleiseg.errors import FileProblem
 from napari_nucleiseg.io import read_sample
@@ -46,6 +48,71 @@ def test_collect_images_of_every_kind(tmp_path, small_root):
         collect_images([sample_folder("fluorescence"), small_root])
     with pytest.raises(FileProblem, match="does not exist"):
         collect_images([tmp_path / "missing.png"])
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A plain folder of images, as copied by hand, with files predict must leave out."""
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(folder / "b.png")
+    Image.fromarray(np.zeros((21, 31, 3), np.uint8)).save(folder / "a.JPG")
+    tifffile.imwrite(folder / "c.tiff", np.zeros((22, 32), np.uint16))
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(folder / ".hidden.png")
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(folder / "sub" / "d.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_collect_images_of_a_folder(tmp_path, image_folder):
+    items = collect_images([image_folder])
+    assert items == [
+        (p.stem, image_folder / p) for p in [Path("a.JPG"), Path("b.png"), Path("c.tiff")]
+    ]
+    # one id twice, within a folder or across inputs: an error naming both files
+    tifffile.imwrite(image_folder / "b.tif", np.zeros((5, 5), np.uint8))
+    with pytest.raises(FileProblem, match="has the id 'b'") as info:
+        collect_images([image_folder])
+    assert str(image_folder / "b.png") in str(info.value)
+    assert str(image_folder / "b.tif") in str(info.value)
+    for empty in [tmp_path / "empty", image_folder / "sub" / "only_text"]:
+        empty.mkdir()
+        (empty / "readme.txt").write_text("x")
+        with pytest.raises(FileProblem, match="holds no image file") as info:
+            collect_images([empty])
+        assert info.value.path == str(empty)
+
+
+def test_predict_a_folder_of_images(capsys, tmp_path, tiny_model, image_folder):
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "predict", image_folder, "-o", out, "--model", tiny_model)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "c.tif"]
+    assert tifffile.imread(out / "a.tif").shape == (21, 31)
+    (image_folder / "b.tiff").write_bytes(b"")
+    code, _, err = run(
+        capsys, "predict", image_folder, "-o", tmp_path / "o2", "--model", tiny_model
+    )
+    assert code == 1 and err.count("\n") == 1
+    assert str(image_folder / "b.png") in err and str(image_folder / "b.tiff") in err
+
+
+def test_predict_overwrite_never_replaces_an_input(capsys, tmp_path, tiny_model, image_folder):
+    """``-o`` the input folder: a TIFF input would be its own output."""
+    tiff = image_folder / "c.tiff"
+    tiff.rename(image_folder / "c.tif")
+    before = tree_digest(image_folder)
+    for inputs in [[image_folder / "c.tif"], [image_folder]]:
+        code, _, err = run(
+            capsys, "predict", *inputs, "-o", image_folder, "--model", tiny_model, "--overwrite"
+        )
+        assert code == 1 and str(image_folder / "c.tif") in err and "is an input" in err
+        assert tree_digest(image_folder) == before
+    code, _, err = run(
+        capsys, "predict", image_folder / "b.png", "-o", image_folder, "--model", tiny_model
+    )
+    assert code == 0, err  # -o the input folder is fine where no input is replaced
+    assert (image_folder / "b.tif").is_file()
 
 
 def test_predict_writes_label_tiffs_and_submission(capsys, tmp_path, tiny_model):

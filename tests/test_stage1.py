@@ -180,7 +180,26 @@ def test_empty_masks_folder_is_an_image_without_nuclei(sample_copy):
     sample = read_sample(sample_copy)
     assert sample.labels.shape == sample.image.shape[:2]
     assert not sample.labels.any() and sample.mask_names == {}
-    assert [p for p in check(sample_copy) if p.severity == "error"] == []
+    # legal in DSB2018, but suspicious: a warning naming the folder
+    assert [(p.path, p.severity) for p in check(sample_copy)] == [
+        (sample_copy / "masks", "warning")
+    ]
+
+
+@pytest.mark.parametrize("damage", ["no images folder", "image misnamed"])
+def test_root_check_names_a_sample_folder_without_its_image(sample_copy, damage):
+    """A root's folder with masks/ but no images/<id>.png is an error, alone or beside others."""
+    root = sample_copy.parent
+    broken = root / "broken"
+    shutil.copytree(sample_copy / "masks", broken / "masks")
+    if damage == "image misnamed":
+        (broken / "images").mkdir()
+        shutil.copy(image_path(sample_copy), broken / "images" / "other.png")
+    errors = [p for p in check(root) if p.severity == "error"]
+    assert [p.path for p in errors] == [image_path(broken)]
+    assert "does not exist" in str(errors[0])
+    shutil.rmtree(sample_copy)  # alone in its root: still named, not "no stage-1 sample"
+    assert [p.path for p in check(root)] == [image_path(broken)]
 
 
 def test_no_masks_folder_reads_image_only(sample_copy):

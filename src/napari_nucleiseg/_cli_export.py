@@ -40,7 +40,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "were keep its mask file names, and the manifest counts the changes",
     )
     p.add_argument("--model", help="the model that segmented the image (for the manifest)")
-    p.add_argument("--split", choices=SPLITS, default="train", help="default: train")
+    p.add_argument("--split", choices=SPLITS, default="train", help="the manifest's split")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace an existing sample")
     group.add_argument(

@@ -7,6 +7,7 @@ one-line reason naming the file.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -25,7 +26,13 @@ from . import __version__
 from ._cli_export import add_export_parser
 from .errors import FileProblem, NucleisegError
 from .io import stage1
-from .io.images import LABEL_SUFFIXES, png_header, read_image_file, read_label_image
+from .io.images import (
+    LABEL_SUFFIXES,
+    image_files,
+    png_header,
+    read_image_file,
+    read_label_image,
+)
 from .io.inputs import collect_images
 from .io.rle import labels_from_submission, read_submission, write_submission
 from .metrics import score_dataset
@@ -37,6 +44,8 @@ if TYPE_CHECKING:  # the models import torch: the command line loads them only w
 NEW_NETWORK = {"model": "unet", "depth": 4, "channels": "grey", "maps": "body,border,contour"}
 #: ``--width`` when not given, by architecture
 NEW_WIDTH = {"unet": 16, "linknet": 32}
+#: what ``--maps`` takes: the border map, or the border and contour maps, separate touching nuclei
+MAP_CHOICES = ("body,border", "body,border,contour")
 
 
 def _progress(items, desc: str):
@@ -52,7 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for p in problems:
         print(p)
     try:
-        n = len(stage1.resolve_samples(args.root))
+        n = len(stage1.folders_to_check(args.root))
     except FileProblem:
         n = 0
     print(
@@ -64,11 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- evaluate
 def _label_files(folder: Path) -> dict[str, Path]:
-    files = {
-        p.stem: p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.suffix.lower() in LABEL_SUFFIXES
-    }
+    files = {p.stem: p for p in image_files(folder, LABEL_SUFFIXES)}
     if not files:
         raise FileProblem(folder, f"holds no label image ({', '.join(LABEL_SUFFIXES)})")
     return files
@@ -173,14 +178,24 @@ def cmd_samples(args: argparse.Namespace) -> int:
     from .samples import SAMPLES, sample_folder
 
     out = Path(args.output)
-    targets = {kind: out / sample_id for kind, sample_id in SAMPLES.items()}
-    existing = [t for t in targets.values() if t.exists()]
-    if existing:
-        raise FileProblem(existing[0], "already exists; nothing was copied")
+    copies = {kind: (sample_folder(kind), out / sample_id) for kind, sample_id in SAMPLES.items()}
+    for source, target in copies.values():
+        if target.resolve() == source.resolve():  # --overwrite would delete the source
+            raise FileProblem(target, "is the shipped sample itself; choose another folder")
+    existing = [t for _, t in copies.values() if t.exists() or t.is_symlink()]
+    if existing and not args.overwrite:
+        raise FileProblem(
+            existing[0], "already exists; nothing was copied (pass --overwrite to replace it)"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for kind, target in targets.items():
-            shutil.copytree(sample_folder(kind), target)
+        for kind, (source, target) in copies.items():
+            if target in existing:  # only the shipped samples' folders; the rest of DIR stays
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+            shutil.copytree(source, target)
             print(f"{kind}: {target}")
     except OSError as exc:
         raise FileProblem(
@@ -208,12 +223,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = collect_images(args.inputs)
     out = Path(args.output)
     targets = {image_id: out / f"{image_id}.tif" for image_id, _ in inputs}
-    if not args.overwrite:
-        clash = [t for t in targets.values() if t.exists()]
-        if args.submission and Path(args.submission).exists():
-            clash.append(Path(args.submission))
-        if clash:
-            raise FileProblem(clash[0], "already exists; nothing was written (pass --overwrite)")
+    written = [*targets.values(), *([Path(args.submission)] if args.submission else [])]
+    sources = {path.resolve() for _, path in inputs}
+    for path in written:  # even --overwrite never replaces an input, e.g. with -o INPUT_FOLDER
+        if path.resolve() in sources:
+            raise FileProblem(path, "is an input; an output would replace it (choose another -o)")
+    clash = [path for path in written if path.exists()]
+    if clash and not args.overwrite:
+        raise FileProblem(clash[0], "already exists; nothing was written (pass --overwrite)")
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -404,17 +421,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default in ``--help``, but not "None" nor a flag's "False"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="where the network runs; auto: CUDA, then Apple MPS, then CPU",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser_class = functools.partial(argparse.ArgumentParser, formatter_class=_HelpFormatter)
+    parser = parser_class(
         prog="nucleiseg", description="Nucleus segmentation for DSB2018-style data."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
 
     p = sub.add_parser("check", help="validate a stage-1 root or sample folder")
     p.add_argument("root", help="a stage-1 root (folder of samples) or one sample folder")
     p.add_argument(
-        "--strict", action="store_true", help="fail on warnings too (e.g. overlapping masks)"
+        "--strict",
+        action="store_true",
+        help="fail on warnings too (e.g. overlapping masks, an empty masks/ folder)",
     )
     p.set_defaults(func=cmd_check)
 
@@ -430,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("samples", help="copy the shipped sample folders into a folder")
     p.add_argument("-o", "--output", required=True, help="folder to copy the samples into")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the shipped samples' folders in OUTPUT (nothing else in it)",
+    )
     p.set_defaults(func=cmd_samples)
 
     p = sub.add_parser("predict", help="segment images into instance-label TIFFs")
@@ -437,11 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image files (PNG, TIFF, JPEG), stage-1 sample folders or roots",
+        help="image files (PNG, TIFF, JPEG), folders of image files, stage-1 sample folders "
+        "or roots",
     )
     p.add_argument("-o", "--output", required=True, help="folder for <id>.tif label images")
-    p.add_argument("--model", help="shipped model name or checkpoint path (default: the best)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument(
+        "--model", help="shipped model name or checkpoint path (default: the best shipped)"
+    )
+    _add_device(p)
     p.add_argument("--submission", help="also write a Kaggle DSB2018 submission CSV")
     p.add_argument(
         "--tta",
@@ -449,31 +495,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the network over 4 flips (2.5x the time on a CPU)",
     )
     p.add_argument("--tile-size", type=int, help="tile side in pixels (default: automatic)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (never an input)"
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("train", help="train or fine-tune a model on stage-1 roots")
     p.add_argument("data", nargs="+", help="stage-1 roots or sample folders (several allowed)")
     p.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)")
-    p.add_argument("--model", choices=["unet", "linknet"], help="architecture (unet)")
+    p.add_argument(
+        "--model",
+        choices=["unet", "linknet"],
+        help=f"architecture (default: {NEW_NETWORK['model']})",
+    )
     p.add_argument(
         "--base-model",
         help="fine-tune this shipped model name or checkpoint; the network options (--model, "
         "--width, --depth, --upsampling, --channels, --maps) are then its own",
     )
-    p.add_argument("--width", type=int, help="U-Net base width (16) or LinkNet width (32)")
-    p.add_argument("--depth", type=int, help="U-Net depth (4)")
-    p.add_argument("--upsampling", choices=["transpose", "resize"], help="U-Net upsampling")
-    p.add_argument("--channels", choices=["grey", "rgb"], help="what the network sees (grey)")
+    p.add_argument(
+        "--width",
+        type=int,
+        help=f"U-Net base width (default: {NEW_WIDTH['unet']}) "
+        f"or LinkNet width (default: {NEW_WIDTH['linknet']})",
+    )
+    p.add_argument("--depth", type=int, help=f"U-Net depth (default: {NEW_NETWORK['depth']})")
+    p.add_argument(
+        "--upsampling",
+        choices=["transpose", "resize"],
+        help="U-Net upsampling (default: transpose)",
+    )
+    p.add_argument(
+        "--channels",
+        choices=["grey", "rgb"],
+        help=f"what the network sees (default: {NEW_NETWORK['channels']})",
+    )
     p.add_argument(
         "--maps",
-        choices=["body,border", "body,border,contour"],
-        help=f"what the network predicts ({NEW_NETWORK['maps']}); border, contour separate nuclei",
+        choices=MAP_CHOICES,
+        metavar="MAPS",
+        help=f"what the network predicts: {' or '.join(MAP_CHOICES)} "
+        f"(default: {NEW_NETWORK['maps']}); the border and contour separate touching nuclei",
     )
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--steps-per-epoch", type=int, help="cap on optimiser steps per epoch")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=30, help="passes over the training samples")
+    p.add_argument(
+        "--steps-per-epoch", type=int, help="cap on optimiser steps per epoch (default: none)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="crops per optimiser step")
+    p.add_argument("--crop-size", type=int, default=256, help="side of a training crop in pixels")
     p.add_argument("--repeats", type=_positive, default=1, help="crops per sample per epoch")
     p.add_argument(
         "--inverted-repeats",
@@ -481,8 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="times more crops of bright-background (brightfield, H&E) samples",
     )
-    p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam", help="optimiser"
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
     p.add_argument(
         "--gap-weight",
@@ -499,10 +570,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--exclude-ids", help="file of ids never to train on")
     p.add_argument("--val-ids", help="file of ids to validate on (DSB2018 score each epoch)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--seed", type=int, default=0)
+    _add_device(p)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the weights, crops and augmentation"
+    )
     p.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.set_defaults(func=cmd_train)
     return parser

@@ -15,7 +15,21 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import FileProblem
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def image_files(folder: str | Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """The files of ``folder`` whose suffix (any case) is one of ``suffixes``, sorted.
+
+    Not recursive, and hidden files are left out: ``.DS_Store``, macOS's ``._x.png``
+    and partial writes are not images.
+    """
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _open_png(path: Path) -> Image.Image:
@@ -164,9 +178,6 @@ def read_label_image(path: str | Path) -> np.ndarray:
 def label_dtype(n_labels: int) -> np.dtype:
     """uint16 for up to 65,535 labels, uint32 beyond."""
     return np.dtype(np.uint16) if n_labels <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
-
-
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
 def read_image_file(path: str | Path) -> np.ndarray:

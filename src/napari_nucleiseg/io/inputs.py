@@ -1,4 +1,4 @@
-"""What ``predict`` reads: image files, stage-1 sample folders and stage-1 roots, with ids."""
+"""What ``predict`` reads: image files, folders of them, stage-1 sample folders and roots."""
 
 from __future__ import annotations
 
@@ -7,8 +7,26 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import FileProblem
-from .images import IMAGE_SUFFIXES
+from .images import IMAGE_SUFFIXES, image_files
 from .stage1 import image_path, is_sample_folder, is_stage1_root, list_samples
+
+
+def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
+    """(id, image file) of a sample folder, a root of them, or a folder of image files.
+
+    A sample folder or root is read as one even when image files lie beside its samples.
+    """
+    if is_sample_folder(folder):
+        return [(folder.name, image_path(folder))]
+    if is_stage1_root(folder):
+        return [(f.name, image_path(f)) for f in list_samples(folder)]
+    files = image_files(folder)
+    if not files:
+        raise FileProblem(
+            folder,
+            f"holds no image file ({', '.join(IMAGE_SUFFIXES)}) and no stage-1 sample folder",
+        )
+    return [(p.stem, p) for p in files]
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
@@ -17,7 +35,8 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
     Parameters
     ----------
     paths : iterable of path-like
-        Image files (PNG, TIFF, JPEG), stage-1 sample folders, or stage-1 roots.
+        Image files (PNG, TIFF, JPEG), folders of image files (each file, sorted,
+        not recursive, hidden ones left out), stage-1 sample folders, or stage-1 roots.
 
     Raises
     ------
@@ -32,12 +51,10 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise FileProblem(path, f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})")
             items = [(path.stem, path)]
-        elif is_sample_folder(path):
-            items = [(path.name, image_path(path))]
-        elif path.is_dir() and is_stage1_root(path):
-            items = [(f.name, image_path(f)) for f in list_samples(path)]
+        elif path.is_dir():
+            items = _folder_inputs(path)
         elif path.exists():
-            raise FileProblem(path, "is neither an image file nor a stage-1 sample folder or root")
+            raise FileProblem(path, "is neither an image file nor a folder")
         else:
             raise FileProblem(path, "does not exist")
         for image_id, file in items:

@@ -147,9 +147,35 @@ def resolve_samples(path: str | Path) -> list[Path]:
     path = Path(path)
     if is_sample_folder(path):
         return [path]
-    if path.is_dir() and ((path / IMAGES).is_dir() or (path / MASKS).is_dir()):
+    if _meant_as_sample(path):
         raise FileProblem(image_path(path), "does not exist; a sample folder holds images/<id>.png")
     return list_samples(path)
+
+
+def _meant_as_sample(path: Path) -> bool:
+    """True for a folder with ``images/`` or ``masks/``: a sample folder, maybe a broken one."""
+    return (path / IMAGES).is_dir() or (path / MASKS).is_dir()
+
+
+def folders_to_check(path: str | Path) -> list[Path]:
+    """What :func:`check` validates: a sample folder, or every folder of a root meant as one.
+
+    Unlike :func:`resolve_samples`, a root's subfolder with ``masks/`` or ``images/`` but
+    no ``images/<id>.png`` is kept: it is a sample that lost its image, not noise to skip.
+
+    Raises
+    ------
+    FileProblem
+        If ``path`` does not exist, or holds no folder meant as a sample.
+    """
+    path = Path(path)
+    if path.is_dir() and not _meant_as_sample(path):
+        folders = sorted(
+            (p for p in _subfolders(path) if _meant_as_sample(p)), key=lambda p: p.name
+        )
+        if folders:
+            return folders
+    return resolve_samples(path)
 
 
 def scan(root: str | Path) -> list[SampleInfo]:
@@ -274,6 +300,8 @@ def check_sample(folder: str | Path) -> list[Problem]:
     others = sorted(p.name for p in masks.iterdir() if p not in paths)
     if others:
         problems.append(Problem(masks, f"holds files that are not PNG masks: {', '.join(others)}"))
+    if not paths:  # legal in DSB2018, but more often masks lost on the way
+        problems.append(Problem(masks, "holds no mask: the sample has no nucleus", "warning"))
     shape = image.shape[:2]
     n_bad = len(problems)
     for p in paths:
@@ -301,7 +329,7 @@ def check_sample(folder: str | Path) -> list[Problem]:
 def check(path: str | Path) -> list[Problem]:
     """Validate a stage-1 root or one sample folder; an empty list means no problem."""
     try:
-        folders = resolve_samples(path)
+        folders = folders_to_check(path)
     except FileProblem as exc:
         return [Problem(Path(exc.path), exc.reason)]
     problems: list[Problem] = []
