@@ -14,7 +14,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from screenshots import DOCS, save_window, settle  # beside this script
 
-from napari_nucleiseg._napari.correct_widget import CorrectWidget
 from napari_nucleiseg.samples import sample_folder
 
 
@@ -29,9 +28,7 @@ def correct_widget_screenshot(out: Path = DOCS / "correct_widget.png") -> Path:
     viewer.window._qt_window.resize(1400, 900)
     folder = sample_folder("histology")
     viewer.open(str(folder), plugin="napari-nucleiseg")
-    widget = CorrectWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Correct masks", area="right")
-    widget.reset_choices()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-nucleiseg", "Correct masks")
     labels = widget.layer
     data = labels.data.copy()
     sizes = np.bincount(data.ravel())

@@ -7,14 +7,12 @@ shipped default model on the CPU, scores it against the truth, and grabs the win
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import napari
-from screenshots import DOCS, save_window, settle  # beside this script
+from screenshots import DOCS, click_segment, save_window  # beside this script
 
 from napari_nucleiseg._napari import sample_data
-from napari_nucleiseg._napari.segment_widget import SegmentWidget
 
 
 def segment_widget_screenshot(out: Path = DOCS / "segment_widget.png") -> Path:
@@ -24,17 +22,10 @@ def segment_widget_screenshot(out: Path = DOCS / "segment_widget.png") -> Path:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     truth = next(layer for layer in viewer.layers if layer.name.endswith("masks"))
     truth.visible = False
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment nuclei", area="right")
-    widget.reset_choices()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-nucleiseg", "Segment nuclei")
     widget._image.value = viewer.layers[0]
     widget._reference.value = truth
-    widget.run()
-    deadline = time.perf_counter() + 120
-    while widget._worker is not None and time.perf_counter() < deadline:
-        settle(0.1)
-    if widget._worker is not None:
-        raise SystemExit("segmentation did not finish within 2 minutes")
+    click_segment(widget)
     result = viewer.layers[f"{viewer.layers[0].name} nuclei"]
     result.contour = 1
     viewer.layers.selection.active = result

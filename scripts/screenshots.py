@@ -1,8 +1,8 @@
 """Render the plugin in napari and save the screenshots that docs/ and the README show.
 
 Run under a display: ``xvfb-run -a python scripts/screenshots.py [ROOT]``.
-ROOT defaults to the stage-1 training set beside the repository. ``settle`` and
-``save_window`` also serve the widget screenshot scripts beside this one.
+ROOT defaults to the stage-1 training set beside the repository. ``settle``,
+``click_segment`` and ``save_window`` also serve the widget screenshot scripts beside this one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,16 @@ def settle(seconds: float = 0.5) -> None:
     while time.perf_counter() < end:
         QApplication.processEvents()
         time.sleep(0.02)
+
+
+def click_segment(widget, seconds: float = 120) -> None:
+    """Click a Segment nuclei dock's button and let Qt run until the segmentation is done."""
+    widget._run.native.click()
+    deadline = time.perf_counter() + seconds
+    while widget._worker is not None and time.perf_counter() < deadline:
+        settle(0.1)
+    if widget._worker is not None:
+        raise SystemExit(f"segmentation did not finish within {seconds:g} s")
 
 
 def save_window(viewer: napari.Viewer, out: Path) -> Path:

@@ -92,6 +92,13 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", model, config)
 
 
+def open_dock(viewer, name: str):
+    """A dock opened as Plugins > NucleiSeg > ``name`` opens it (napari's own code path,
+    which hands the viewer only to a parameter annotated ``napari.viewer.Viewer``)."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-nucleiseg", name)
+    return widget
+
+
 @pytest.fixture
 def notes():
     """napari notifications shown during the test."""

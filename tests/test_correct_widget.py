@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from napari.layers import Labels
 
-from conftest import tree_digest
-from napari_nucleiseg._napari.correct_widget import BASELINE_KEY, KEYS, CorrectWidget
+from conftest import open_dock, tree_digest
+from napari_nucleiseg._napari import _metadata as meta
+from napari_nucleiseg._napari.correct_widget import KEYS, CorrectWidget
 from napari_nucleiseg.io import export as ex
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.samples import sample_folder
@@ -33,8 +34,7 @@ def opened(make_napari_viewer):
     """A viewer with the fluorescence sample opened by our reader and the widget docked."""
     viewer = make_napari_viewer()
     viewer.open(str(sample_folder("fluorescence")), plugin="napari-nucleiseg")
-    widget = CorrectWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Correct masks")
+    widget = open_dock(viewer, "Correct masks")
     labels = next(layer for layer in viewer.layers if isinstance(layer, Labels))
     widget.reset_choices()
     return viewer, widget, labels
@@ -45,7 +45,7 @@ def test_widget_finds_layers_and_binds_keys(opened):
     assert widget.layer is labels
     assert widget._image_combo.value is viewer.layers[0]
     assert widget._sample_id.value == labels.metadata["sample_id"]
-    assert np.array_equal(labels.metadata[BASELINE_KEY], labels.data)
+    assert np.array_equal(labels.metadata[meta.BASELINE], labels.data)
     bound = {str(k) for k in labels.keymap}
     assert set(KEYS) <= bound
     assert widget._count.value.startswith("Since loaded: 0 added, 0 removed, 0 changed")
@@ -193,7 +193,8 @@ def test_export_errors_are_reported(opened, tmp_path):
     blocker.write_text("x")
     widget._root.value = blocker
     assert widget.export() is None
-    assert str(blocker) in widget._status.value
+    assert "/file: is not a folder" in widget._status.value  # a long path is cut in the middle
+    assert str(blocker) in widget._status.tooltip
 
 
 def test_save_tiff(opened, tmp_path):

@@ -16,6 +16,7 @@ import torch
 from napari.layers import Labels
 from napari.utils.notifications import NotificationSeverity
 
+from conftest import open_dock
 from napari_nucleiseg._napari import sample_data
 from napari_nucleiseg._napari._models import get_model, model_card
 from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
@@ -42,8 +43,7 @@ def open_sample(viewer):
 
 
 def make_widget(viewer, checkpoint=None) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment nuclei")
+    widget = open_dock(viewer, "Segment nuclei")
     if checkpoint is not None:
         assert widget.load_checkpoint(checkpoint)
     return widget
@@ -54,7 +54,8 @@ def segment(qtbot, widget) -> Labels:
     assert widget._worker is not None
     qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
     name = f"{widget._image.value.name} nuclei"
-    return widget._viewer.layers[name]
+    layer = widget._viewer.layers[name]  # the dock's viewer is napari's proxy: unwrap it
+    return getattr(layer, "__wrapped__", layer)
 
 
 def test_segment_sample_gives_labels_and_score(make_napari_viewer, qtbot, tiny_checkpoint, sample):
@@ -257,3 +258,22 @@ def test_model_card_counts_the_epochs_of_every_stage(tiny_checkpoint):
     assert "Epochs: 14 + 20 + 28;" in tooltip
     line, tooltip = model_card(tiny_checkpoint, ModelConfig("unet", training=first))
     assert "14 epochs on stage1_train_fixed" in line and "Epochs: 14;" in tooltip
+
+
+def test_status_cuts_long_names_in_the_middle_and_forgets_another_image(
+    make_napari_viewer, qtbot, tiny_checkpoint
+):
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, tiny_checkpoint)
+    image = open_sample(viewer)
+    image.name = long = "8b59819fbc92eefe45b1db95c0" + "0123456789abcdef" * 2 + "d0f8e1"
+    widget.run()
+    assert long not in widget._status.value  # a 64-character id would be cut at the right
+    assert "8b59819fbc" in widget._status.value and "d0f8e1…" in widget._status.value
+    assert long in widget._status.tooltip
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
+    assert "nuclei found" in widget._status.value
+    other = viewer.add_image(np.zeros((64, 64), np.uint8), name="other")
+    viewer.layers.selection.active = other
+    assert widget._image.value is other
+    assert widget._status.value == "" and not widget._score.visible

@@ -11,11 +11,13 @@ from the two shipped samples: histology to train on, fluorescence flagged
 from __future__ import annotations
 
 import shutil
+import threading
 
 import pytest
 from napari.utils.notifications import NotificationSeverity
+from qtpy.QtCore import QObject, Signal
 
-from napari_nucleiseg._napari.segment_widget import SegmentWidget
+from conftest import open_dock
 from napari_nucleiseg._napari.train_widget import TrainWidget
 from napari_nucleiseg.finetune import plan_validation
 from napari_nucleiseg.io import read_sample
@@ -47,8 +49,7 @@ def curated(tmp_path_factory):
 
 
 def make_widget(viewer, base=None, roots=(), output=None) -> TrainWidget:
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train on curated data")
+    widget = open_dock(viewer, "Train on curated data")
     if base is not None:
         assert widget.load_checkpoint(base)
     for root in roots:
@@ -70,8 +71,7 @@ def test_finetune_saves_checkpoint_and_shows_scores(
     make_napari_viewer, qtbot, base_checkpoint, curated, tmp_path, monkeypatch
 ):
     viewer = make_napari_viewer()
-    segment = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(segment, name="Segment nuclei")
+    segment = open_dock(viewer, "Segment nuclei")
     output = tmp_path / "new.pt"
     output.write_bytes(b"an old file")  # replaced, after the user agrees
     asked = []
@@ -127,6 +127,82 @@ def test_cancel_writes_no_checkpoint(make_napari_viewer, qtbot, base_checkpoint,
     assert not output.exists()
     assert "Cancelled" in widget._status.value
     assert not list(tmp_path.glob(".cancelled.pt*"))  # no temporary file left either
+    assert widget._train.enabled
+
+
+class CancelFromWorker(QObject):
+    """Click Cancel on the GUI thread from inside the worker, and wait until it was handled:
+    a user's click landing at one exact moment of the run."""
+
+    requested = Signal()
+
+    def __init__(self, widget):
+        super().__init__()
+        self.widget, self.handled, self.calls = widget, threading.Event(), 0
+        self.requested.connect(self._click)  # queued: the worker emits, the GUI thread clicks
+
+    def _click(self) -> None:
+        self.widget._cancel.native.click()
+        self.handled.set()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.requested.emit()
+            assert self.handled.wait(10), "Cancel was not handled"
+
+
+@pytest.mark.parametrize("moment", ["step", "last epoch done", "validation", "saving"])
+def test_cancel_writes_nothing_whatever_the_moment(
+    make_napari_viewer, qtbot, base_checkpoint, curated, tmp_path, monkeypatch, moment
+):
+    """Cancel during a step, right after the last epoch, during validation or while the
+    checkpoint is saved: no file, no model offered to any dock, the old file untouched."""
+    import napari_nucleiseg.finetune as finetune_module
+    import napari_nucleiseg.training.loop as loop
+
+    viewer = make_napari_viewer()
+    segment = open_dock(viewer, "Segment nuclei")
+    output = tmp_path / "new.pt"
+    output.write_bytes(b"the user's old model")
+    monkeypatch.setattr(TrainWidget, "confirm_overwrite", lambda self, p: True)
+    widget = make_widget(viewer, base_checkpoint, [curated], output)
+    offered = [list(segment._model.choices), list(widget._base.choices)]
+    cancel = CancelFromWorker(widget)
+    if moment == "validation":
+        evaluate = loop.evaluate
+
+        def evaluating(model, config, samples, device, stop):
+            return evaluate(model, config, samples, device, lambda: cancel() or stop())
+
+        monkeypatch.setattr(loop, "evaluate", evaluating)
+    elif moment == "saving":
+        save = finetune_module.save_checkpoint
+
+        def saving(*args, **kwargs):
+            path = save(*args, **kwargs)
+            cancel()
+            return path
+
+        monkeypatch.setattr(finetune_module, "save_checkpoint", saving)
+    assert widget.train()
+    if moment in ("step", "last epoch done"):
+
+        def on_progress(item) -> None:
+            last = getattr(item, "phase", "") == "epoch" and item.epoch == item.epochs
+            if (moment == "step" and getattr(item, "phase", "") == "step") or (
+                moment == "last epoch done" and last
+            ):
+                if widget._cancel.enabled:
+                    widget._cancel.native.click()
+
+        widget._worker.yielded.connect(on_progress)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
+    assert moment in ("step", "last epoch done") or cancel.calls >= 1
+    assert "Cancelled" in widget._status.value, widget._status.value
+    assert output.read_bytes() == b"the user's old model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.pt"]  # nothing staged is left
+    assert [list(segment._model.choices), list(widget._base.choices)] == offered
     assert widget._train.enabled
 
 

@@ -4,6 +4,7 @@
 >>> gen = finetune("dsb2018-unet", ["curated/"], TrainConfig(epochs=5), output="new.pt")
 >>> result = drain(gen)  # napari_nucleiseg.inference.drain; the widget wraps gen in a worker
 >>> result.base_score, result.new_score
+>>> result.commit()  # the staged checkpoint becomes new.pt (result.discard() drops it)
 
 Validation samples are those flagged ``"split": "validation"`` in the curated
 roots' ``manifest.json`` (written by the correction widget's export); when none
@@ -13,7 +14,11 @@ samples (minus the base model's excluded ids, which stay unseen).
 
 The checkpoint is written once, at the end, with its model card (the training
 info of :class:`~napari_nucleiseg.training.TrainResult` plus the base model's
-name and score); a cancelled run writes nothing.
+name and score), to a hidden staging file beside the output; the caller commits
+it (:meth:`FinetuneResult.commit`) or discards it. The commit is left to the
+caller so that it runs on the thread that also handles Cancel: a Cancel that
+arrives while the worker saves still means that nothing was written. A
+cancelled run writes nothing.
 """
 
 from __future__ import annotations
@@ -89,8 +94,14 @@ class FinetuneResult:
     base_score, new_score : float or None
         DSB2018 score of the base and of the new model on the validation samples.
     checkpoint : Path or None
-        The checkpoint written; None when cancelled.
+        The output path once :meth:`commit` moved the staged checkpoint there, else None.
     cancelled : bool
+    output : Path or None
+        Where :meth:`commit` puts the checkpoint.
+    staged : Path or None
+        The hidden file holding the new checkpoint until :meth:`commit` or :meth:`discard`.
+    overwrite : bool
+        Whether :meth:`commit` may replace an existing ``output``.
     """
 
     train: TrainResult | None
@@ -100,6 +111,38 @@ class FinetuneResult:
     new_score: float | None
     checkpoint: Path | None
     cancelled: bool
+    output: Path | None = None
+    staged: Path | None = None
+    overwrite: bool = False
+
+    def commit(self) -> Path:
+        """Move the staged checkpoint to ``output``; returns that path.
+
+        Raises
+        ------
+        FileProblem
+            Nothing was staged (a cancelled run), or ``output`` appeared
+            meanwhile and may not be replaced; the staged file is then removed.
+        """
+        if self.staged is None or self.output is None:
+            raise FileProblem(self.output or "checkpoint", "was not written: the run was cancelled")
+        try:
+            _check_output(self.output, self.overwrite)  # nobody wrote it meanwhile
+            os.replace(self.staged, self.output)
+        except OSError as exc:
+            self.discard()
+            raise FileProblem(self.output, f"cannot be written ({exc.strerror})") from exc
+        except FileProblem:
+            self.discard()
+            raise
+        self.staged, self.checkpoint = None, self.output
+        return self.output
+
+    def discard(self) -> None:
+        """Remove the staged checkpoint, if any (a Cancel that came while it was saved)."""
+        if self.staged is not None:
+            self.staged.unlink(missing_ok=True)
+            self.staged = None
 
 
 def _manifest_root(path: Path) -> Path:
@@ -260,7 +303,7 @@ def finetune(
         config, train_samples, val, settings, model=model, device=dev, should_stop=stop
     )
     new_score = None if result.best_score is None else float(result.best_score)
-    if result.cancelled:
+    if result.cancelled or stop():
         return FinetuneResult(
             result, validation, len(train_samples), base_score, new_score, None, True
         )
@@ -276,7 +319,10 @@ def finetune(
     card = replace(result.config, training=replace(result.config.training, scores=scores))
     result.config = card
     _check_output(output, overwrite)  # nobody wrote it meanwhile
-    save_checkpoint(output, result.model, card)
+    yield Stage("Saving the new model", 0, 1)
+    staged = output.with_name(f".{output.name}.{os.getpid()}-{id(result)}.staged")
+    save_checkpoint(staged, result.model, card)
     return FinetuneResult(
-        result, validation, len(train_samples), base_score, new_score, output, False
-    )
+        result, validation, len(train_samples), base_score, new_score, None, False,
+        output=output, staged=staged, overwrite=overwrite,
+    )  # fmt: skip

@@ -54,6 +54,7 @@ class Result:
     config: ModelConfig
     maps: np.ndarray  # (P, M, H, W) float32
     labels: np.ndarray  # (P, H, W)
+    model: str = ""  # the model's name or checkpoint path, as chosen
     layer: Labels | None = None
     edited: bool = False
 
@@ -75,7 +76,7 @@ def segment(req: Request) -> Generator[tuple[float, str], None, Result | None]:
         return None
     except Exception as exc:  # a RuntimeError would be swallowed by the worker: re-raise as ours
         raise SegmentationFailed(f"Segmenting {req.image.name!r} failed: {one_line(exc)}") from exc
-    return Result(req.image, req.planes, config, maps, labels)
+    return Result(req.image, req.planes, config, maps, labels, model=req.model)
 
 
 def _steps(gen: Generator[PlaneStep, None, np.ndarray], start: float, share: float, what: str):

@@ -45,12 +45,10 @@ from ..io.export import (
     next_version_id,
     write_label_tiff,
 )
-from ._layers import narrow, text_lines
+from . import _metadata as meta
+from ._layers import narrow, rows, scroll, section, show_line, text_lines
 from ._lifetime import CloseWatcher
 
-#: Labels-layer metadata: the labels the change count starts from (set by a
-#: segmentation widget, or taken when this widget first sees the layer).
-BASELINE_KEY = "baseline_labels"
 SPLIT_LINE_LAYER = "split line"
 KEYS = {"D": "delete", "G": "merge", "S": "split", "H": "fill_holes", "N": "new_label"}
 
@@ -63,7 +61,7 @@ class CorrectWidget(Container):
     """Correction tools, a change count and the export of a Labels layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__()
+        super().__init__(labels=False)
         self._viewer = viewer
         self._layer: napari.layers.Labels | None = None
         self._saved_keys: dict[str, object] = {}
@@ -89,7 +87,9 @@ class CorrectWidget(Container):
         return button
 
     def _row(self, *widgets) -> Container:
-        return Container(widgets=list(widgets), layout="horizontal", labels=False)
+        row = Container(widgets=list(widgets), layout="horizontal", labels=False)
+        row.margins = (0, 0, 0, 0)
+        return row
 
     def _build(self) -> None:
         self._layer_combo = create_widget(annotation=napari.layers.Labels, label="Labels")
@@ -110,10 +110,9 @@ class CorrectWidget(Container):
         self._tiff = FileEdit(mode="w", label="Labels TIFF", filter="*.tif", value="")
         narrow(self._layer_combo, self._image_combo)
         b = self._button
-        self.extend(
+        correct = section(
+            "Correct (keys D G S H N, Ctrl+Z undoes)",
             [
-                _text("<b>Correct</b>   keys D G S H N, Ctrl+Z", wrap=False),
-                self._layer_combo,
                 self._ids,
                 self._row(
                     b(
@@ -137,21 +136,31 @@ class CorrectWidget(Container):
                 ),
                 self._row(self._picks_label, b("Clear picks", self.clear_picks)),
                 self._count,
-                _text("<b>Export as training data</b>", wrap=False),
+            ],
+        )
+        export = section(
+            "Export as training data",
+            [
                 self._image_combo,
                 self._root,
                 self._sample_id,
                 self._split,
-                self._row(
-                    b("Export sample", self.export),
-                    b("Root as TIFF layout", self.export_tiff_layout),
-                ),
+                b("Export sample", self.export, "Write the image and labels as a stage-1 sample"),
+            ],
+        )
+        other = section(
+            "Other outputs",
+            [
+                b("Root as TIFF layout", self.export_tiff_layout,
+                  "Convert the output root to <root>_tiff/images + masks"),
                 self._tiff,
                 b("Save labels as TIFF", self.save_tiff),
-                self._status,
-            ]
-        )
+            ],
+            expanded=False,
+        )  # fmt: skip
+        self.extend([rows(self._layer_combo), correct, export, other, self._status])
         self.native.setMaximumWidth(480)
+        scroll(self)
 
     # ------------------------------------------------------------ layer
     @property
@@ -205,25 +214,25 @@ class CorrectWidget(Container):
     def _ensure_baseline(self, layer) -> None:
         """The labels the count starts from: as segmented, as read from disk, or as first seen."""
         data = np.asarray(layer.data)
-        baseline = layer.metadata.get(BASELINE_KEY)
+        baseline = layer.metadata.get(meta.BASELINE)
         if isinstance(baseline, np.ndarray) and baseline.shape == data.shape:
             return
         original = self._source_labels(layer)
         if original is None or original.shape != data.shape:
             original = data.copy()
-        layer.metadata[BASELINE_KEY] = original
+        layer.metadata[meta.BASELINE] = original
 
     def _on_data_replaced(self, event=None) -> None:
         """A new segmentation replaced the layer's data: count from it."""
         if self._layer is not None:
-            self._layer.metadata[BASELINE_KEY] = np.array(self._layer.data, copy=True)
+            self._layer.metadata[meta.BASELINE] = np.array(self._layer.data, copy=True)
             self._schedule_count()
 
     @staticmethod
     def _source_labels(layer) -> np.ndarray | None:
         """The labels as stored in the layer's source sample folder, if it has one."""
-        source = layer.metadata.get("source")
-        if not source or "mask_names" not in layer.metadata:
+        source = layer.metadata.get(meta.SOURCE)
+        if not source or meta.MASK_NAMES not in layer.metadata:
             return None
         if not stage1.is_sample_folder(source):
             return None
@@ -270,11 +279,11 @@ class CorrectWidget(Container):
             labels = self._label_array()
         except ValueError:
             return None
-        return compare_labels(labels, self._layer.metadata.get(BASELINE_KEY))
+        return compare_labels(labels, self._layer.metadata.get(meta.BASELINE))
 
     # ------------------------------------------------------------ applying
     def _say(self, message: str, error: bool = False) -> None:
-        self._status.value = message
+        show_line(self._status, message)
         (show_error if error else show_info)(message)
 
     def apply(self, operation: Callable[[np.ndarray], np.ndarray], what: str) -> bool:
@@ -427,8 +436,8 @@ class CorrectWidget(Container):
     # ------------------------------------------------------------ export
     def _update_default_id(self, *_) -> None:
         for layer in (self._layer, self._image_combo.value):
-            if layer is not None and layer.metadata.get("sample_id"):
-                self._sample_id.value = str(layer.metadata["sample_id"])
+            if layer is not None and layer.metadata.get(meta.SAMPLE_ID):
+                self._sample_id.value = str(layer.metadata[meta.SAMPLE_ID])
                 return
         if self._layer is not None and not self._sample_id.value:
             self._sample_id.value = re.sub(r"[^A-Za-z0-9_.+-]+", "_", self._layer.name)
@@ -483,15 +492,15 @@ class CorrectWidget(Container):
         return result
 
     def _export_kwargs(self, image: np.ndarray, labels: np.ndarray) -> dict:
-        meta = self._layer.metadata
+        record = self._layer.metadata
         original = self._source_labels(self._layer)
         return {
             "image": image,
             "labels": np.array(labels, copy=True),
-            "original": original if original is not None else meta.get(BASELINE_KEY),
-            "mask_names": meta.get("mask_names") if original is not None else None,
-            "source": meta.get("source"),
-            "model": meta.get("model"),
+            "original": original if original is not None else record.get(meta.BASELINE),
+            "mask_names": record.get(meta.MASK_NAMES) if original is not None else None,
+            "source": record.get(meta.SOURCE),
+            "model": record.get(meta.MODEL),
             "split": self._split.value,
         }
 
@@ -548,14 +557,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _text(value: str, wrap: bool = True) -> Label:
-    """A left-aligned line of text; one that wraps (status, picks: they may hold a long
-    path) never widens the dock, one that does not (a heading) keeps its width."""
-    from qtpy.QtCore import Qt
-
+def _text(value: str) -> Label:
+    """A left-aligned line of text that wraps (status, picks: they may hold a long path)
+    and never widens the dock."""
     label = Label(value=value)
-    if wrap:
-        text_lines(label)
-    else:
-        label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    text_lines(label)
     return label

@@ -18,9 +18,9 @@ from ..errors import FileProblem
 from ..io import stage1
 from ..io.images import label_dtype
 from ..io.lazy import LazyStack
+from . import _metadata as meta
 
 LayerData = tuple  # (data, kwargs, layer_type)
-_IDS_KEY = "stage1_ids"
 _connected_viewers: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -40,17 +40,17 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None
 
 def sample_layers(sample: stage1.Sample) -> list[LayerData]:
     """Image and Labels layer data of one sample; the labels carry the mask file names."""
-    meta = {"sample_id": sample.id, "source": str(sample.path)}
+    record = {meta.SAMPLE_ID: sample.id, meta.SOURCE: str(sample.path)}
     layers: list[LayerData] = [
         (
             sample.image,
-            {"name": sample.id, "metadata": dict(meta), "rgb": sample.image.ndim == 3},
+            {"name": sample.id, "metadata": dict(record), "rgb": sample.image.ndim == 3},
             "image",
         )
     ]
     if sample.labels is not None:
-        meta["mask_names"] = dict(sample.mask_names)
-        layers.append((sample.labels, {"name": f"{sample.id} masks", "metadata": meta}, "labels"))
+        record[meta.MASK_NAMES] = dict(sample.mask_names)
+        layers.append((sample.labels, {"name": f"{sample.id} masks", "metadata": record}, "labels"))
     return layers
 
 
@@ -125,8 +125,8 @@ def read_root_layers(path: str) -> list[LayerData]:
     infos, images, labels = root_stacks(path)
     ids = [i.id for i in infos]
     root = Path(path)
-    meta = {_IDS_KEY: ids, "source": str(root)}
-    common = {"metadata": meta, "multiscale": False, "axis_labels": ("sample", "y", "x")}
+    record = {meta.STAGE1_IDS: ids, meta.SOURCE: str(root)}
+    common = {"metadata": record, "multiscale": False, "axis_labels": ("sample", "y", "x")}
     layers: list[LayerData] = [
         (
             images,
@@ -157,7 +157,7 @@ def _current_viewer():
 def current_sample_id(viewer) -> str | None:
     """The id of the sample on screen in the first layer read from a stage-1 root."""
     for layer in viewer.layers:
-        ids = layer.metadata.get(_IDS_KEY)
+        ids = layer.metadata.get(meta.STAGE1_IDS)
         if ids:
             index = int(round(layer.world_to_data(viewer.dims.point)[0]))
             index = min(max(index, 0), len(ids) - 1)

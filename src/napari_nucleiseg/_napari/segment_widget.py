@@ -7,8 +7,10 @@ only the post-processing. Layers are touched only on the GUI thread.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -30,6 +32,7 @@ from superqt.utils import FunctionWorker, GeneratorWorker
 from ..models import shipped_models
 from ..stack import plane_indices
 from . import _layers
+from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
 from ._models import (
     LOAD,
@@ -56,8 +59,8 @@ class SegmentWidget(Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer):
-        super().__init__(labels=True)
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=False)
         self._viewer = viewer
         self._checkpoints: list[str] = []
         self._result: Result | None = None
@@ -97,11 +100,18 @@ class SegmentWidget(Container):
         self._reference = ComboBox(label="Reference", choices=self._reference_choices)
         self._score = Label(label="")
         _layers.narrow(self._image, self._model, self._reference)
+        thresholds = _layers.section(
+            "Thresholds", [self._prob, self._seed, self._min_size, self._split]
+        )
+        options = _layers.section(
+            "Device and options",
+            [self._device, self._device_line, self._tta, self._tile, self._show_maps],
+            expanded=False,
+        )
         self.extend([
-            self._image, self._planes, self._model, self._card, self._device, self._device_line,
-            self._prob, self._seed, self._min_size, self._split, self._tta, self._tile,
-            self._show_maps, self._run, self._progress, self._cancel, self._status,
-            self._reference, self._score,
+            _layers.rows(self._image, self._planes, self._model, self._card), self._run,
+            self._progress, self._cancel, self._status, thresholds, options,
+            _layers.rows(self._reference), self._score,
         ])  # fmt: skip
         _layers.text_lines(self._card, self._device_line, self._status, self._score)
         for line in (self._card, self._device_line):
@@ -121,6 +131,7 @@ class SegmentWidget(Container):
         )
         self._tile.tooltip = "Tile side for large images (Auto: whole image up to 1536x1536)"
         self._reference.tooltip = "Ground-truth Labels layer to score the result against"
+        _layers.scroll(self)
 
     def _connect(self) -> None:
         self._image.changed.connect(self._on_image)
@@ -158,7 +169,7 @@ class SegmentWidget(Container):
         return [
             (layer.name, layer)
             for layer in self._viewer.layers
-            if isinstance(layer, Image) and not layer.metadata.get(_layers.OUTPUT_KEY)
+            if isinstance(layer, Image) and not layer.metadata.get(meta.OUTPUT)
         ]
 
     def _reference_choices(self, _widget=None) -> list[tuple[str, Labels | None]]:
@@ -182,7 +193,7 @@ class SegmentWidget(Container):
     def _follow_active(self, event=None) -> None:
         """Take the image selected in the layer list as input."""
         active = self._viewer.layers.selection.active
-        if isinstance(active, Image) and not active.metadata.get(_layers.OUTPUT_KEY):
+        if isinstance(active, Image) and not active.metadata.get(meta.OUTPUT):
             self._image.value = active
 
     # ---- settings -----------------------------------------------------------------------
@@ -191,6 +202,11 @@ class SegmentWidget(Container):
         self._planes.visible = image is not None and bool(_layers.image_lead(image))
         if image is not None:
             self._reference.value = _layers.matching_reference(self._viewer, image)
+        if self._worker is None and self._result is not None and self._result.image != image:
+            self._result = None  # its maps and its count belong to the other image
+            # (!= not `is not`: napari hands docks a viewer proxy whose layers are proxies too)
+            self._status.value = self._status.tooltip = ""
+            self._update_score()
         self._update_run_button()
 
     def _on_model_activated(self, index: int) -> None:
@@ -296,7 +312,7 @@ class SegmentWidget(Container):
         self._progress.value = 0
         self._progress.visible = self._cancel.visible = True
         self._cancel.enabled = True
-        self._status.value = f"Segmenting {image.name}…"
+        _layers.show_line(self._status, f"Segmenting {image.name}…")
         self._update_run_button()
         self._worker.start()
 
@@ -314,11 +330,11 @@ class SegmentWidget(Container):
         fraction, what = step
         self._progress.value = int(1000 * fraction)
         if not self._request.stop.is_set():
-            self._status.value = f"Segmenting: {what}"
+            _layers.show_line(self._status, f"Segmenting {self._request.image.name}: {what}")
 
     @while_alive
     def _on_failed(self, exc: Exception) -> None:
-        self._status.value = str(exc)
+        _layers.show_line(self._status, str(exc))
         show_error(str(exc))
 
     @while_alive
@@ -341,25 +357,30 @@ class SegmentWidget(Container):
         self._result = result
         if self._show_maps.value:
             self._show_probability_maps()
-        self._show_labels(result.labels)
+        self._show_labels(result.labels, self._request.thresholds)
         if self._thresholds() != self._request.thresholds:  # a knob moved during the run
             self._on_knob()
 
     # ---- results ------------------------------------------------------------------------
-    def _show_labels(self, labels: np.ndarray) -> None:
+    def _show_labels(self, labels: np.ndarray, thresholds: dict) -> None:
         res = self._result
         res.labels = labels
         if res.layer is not None:
             res.layer.events.paint.disconnect(self._on_paint)
-        res.layer = _layers.put_layer(
-            self._viewer, Labels, f"{res.image.name} nuclei", res.image, res.planes, labels
+        made = meta.segmentation(
+            res.image, res.model, replace(res.config.postprocess, **thresholds)
         )
+        res.layer = _layers.put_layer(
+            self._viewer, Labels, f"{res.image.name} nuclei", res.image, res.planes, labels,
+            metadata=made,
+        )  # fmt: skip
         res.layer.events.paint.connect(self._on_paint)
         res.edited = False
         count = sum(int(plane.max(initial=0)) for plane in labels)
         noun = "nucleus" if count == 1 else "nuclei"
         where = "" if res.planes == [()] else f" in {len(res.planes)} planes"
         self._status.value = f"<big><b>{count}</b> {noun} found{where}</big>"
+        self._status.tooltip = f"In '{res.layer.name}', by {res.model}"
         self._update_score()
 
     def _show_probability_maps(self, _value=None) -> None:
@@ -393,18 +414,19 @@ class SegmentWidget(Container):
             self._relabel_again = True
             return
         self._relabel_again = False
+        thresholds = self._thresholds()
         self._relabel_worker = create_worker(
-            relabel, res.maps, res.config, self._thresholds(), _start_thread=False,
+            relabel, res.maps, res.config, thresholds, _start_thread=False,
             _worker_class=GeneratorWorker,
-            _connect={"returned": self._on_relabelled(res), "finished": self._on_relabel_done,
-                      "errored": self._on_failed},
+            _connect={"returned": self._on_relabelled(res, thresholds),
+                      "finished": self._on_relabel_done, "errored": self._on_failed},
         )  # fmt: skip
         self._relabel_worker.start()
 
-    def _on_relabelled(self, res: Result):
+    def _on_relabelled(self, res: Result, thresholds: dict):
         def show(labels: np.ndarray) -> None:
             if self._life.alive and self._result is res and not res.edited:
-                self._show_labels(labels)
+                self._show_labels(labels, thresholds)
 
         return show
 
@@ -422,7 +444,7 @@ class SegmentWidget(Container):
         self._score_job = job = object()  # only the latest request is shown
         if not show:
             return
-        self._score.value = f"Scoring against '{ref.name}'…"
+        _layers.show_line(self._score, f"Scoring against '{ref.name}'…")
         self._score.tooltip = f"Against '{ref.name}'; AP = TP / (TP + FP + FN) at each IoU"
 
         def done(score) -> None:
@@ -435,7 +457,9 @@ class SegmentWidget(Container):
 
         def failed(exc: Exception) -> None:
             if self._life.alive and self._score_job is job:
-                self._score.value = f"Cannot score against '{ref.name}': {one_line(exc)}"
+                _layers.show_line(
+                    self._score, f"Cannot score against '{ref.name}': {one_line(exc)}"
+                )
 
         create_worker(
             _layers.score_planes, ref, res.planes, res.labels, _worker_class=FunctionWorker,

@@ -13,6 +13,7 @@ import math
 import threading
 from pathlib import Path
 
+import napari
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -32,10 +33,10 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QWidget
 from superqt.utils import GeneratorWorker
 
-from ..errors import NucleisegError
+from ..errors import FileProblem, NucleisegError
 from ..finetune import FinetuneResult, Stage, finetune, plan_validation
 from ..training import TrainConfig, TrainProgress
-from ._layers import narrow, text_lines
+from ._layers import narrow, rows, scroll, section, show_line, text_lines
 from ._models import (
     LOAD,
     ask_checkpoint_file,
@@ -178,8 +179,8 @@ class TrainWidget(Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer):
-        super().__init__(labels=True)
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=False)
         self._viewer = viewer
         self._checkpoints: list[str] = []
         self._worker = None
@@ -214,10 +215,16 @@ class TrainWidget(Container):
         self._cancel = PushButton(text="Cancel", label="", visible=False)
         self._status = Label(label="")
         self._scores = Label(label="")
+        settings = section(
+            "Training settings",
+            [self._epochs, self._repeats, self._batch, self._crop, self._optimizer, self._lr,
+             self._wd, self._device],
+            expanded=False,
+        )  # fmt: skip
         self.extend([
-            self._base, self._card, roots_row, original_row, self._holdout, self._validation,
-            self._epochs, self._repeats, self._batch, self._crop, self._optimizer, self._lr,
-            self._wd, self._device, self._output, self._train, self._progress, self._cancel,
+            rows(self._base, self._card, roots_row, original_row, self._holdout,
+                 self._validation),
+            settings, rows(self._output), self._train, self._progress, self._cancel,
             self._status, self._scores,
         ])  # fmt: skip
         theme = get_theme(self._viewer.theme)
@@ -248,6 +255,7 @@ class TrainWidget(Container):
         self._repeats.tooltip = "Random augmented crops drawn from each sample per epoch"
         self._output.tooltip = "Where the new checkpoint is written when training ends"
         self._train.tooltip = "Fine-tune the base model on the curated samples"
+        scroll(self)
 
     def _connect(self) -> None:
         self._base.changed.connect(self._on_base)
@@ -378,7 +386,7 @@ class TrainWidget(Container):
             output = output.with_suffix(".pt")
         overwrite = output.exists()
         if overwrite and not self.confirm_overwrite(output):
-            self._status.value = f"Not started: {output.name} exists; choose another name."
+            show_line(self._status, f"Not started: {output.name} exists; choose another name.")
             return False
         try:
             plan_validation(roots, self._holdout.value)  # a bad root: say so now
@@ -416,7 +424,7 @@ class TrainWidget(Container):
         self._status.value = "Cancelling after the current step…"
 
     def _fail(self, message: str) -> None:
-        self._status.value = message
+        show_line(self._status, message)
         show_error(message)
 
     # Worker callbacks: made per run, they do nothing once the widget is gone.
@@ -448,15 +456,24 @@ class TrainWidget(Container):
 
     def _on_result(self, run: _Run):
         def on_result(result: FinetuneResult) -> None:
+            # Cancel and this callback both run on the GUI thread: a Cancel that came
+            # while the worker saved is seen here, and the staged checkpoint is dropped.
+            cancelled = result.cancelled or run.stop.is_set()
+            if cancelled or not run.alive:
+                result.discard()
             if not run.alive:
                 return
             self._plot.set_base(result.base_score)
-            self._scores.value = _scores_text(result)
-            if result.cancelled:
+            self._scores.value = _scores_text(result, cancelled)
+            if cancelled:
                 self._status.value = "Cancelled: no checkpoint was written."
                 return
-            path = result.checkpoint
-            self._status.value = f"Saved {path}"
+            try:
+                path = result.commit()
+            except FileProblem as exc:
+                self._fail(f"Not saved: {one_line(exc)}")
+                return
+            show_line(self._status, f"Saved {path}")
             self.load_checkpoint(path, select=False)
             offered = offer_to_segment_widgets(self._viewer, path)
             where = " and added to 'Segment nuclei'" if offered else ""
@@ -482,10 +499,10 @@ class TrainWidget(Container):
         return on_finished
 
 
-def _scores_text(result: FinetuneResult) -> str:
+def _scores_text(result: FinetuneResult, cancelled: bool) -> str:
     """The before/after comparison, as rich text."""
     v = result.validation
-    if result.cancelled:
+    if cancelled:
         base = "" if result.base_score is None else f" (base model: {result.base_score:.3f})"
         return f"Cancelled before the end: nothing to compare{base}."
     if not v.ids:
