@@ -44,6 +44,7 @@ def test_predict_planes_is_predict_maps_per_plane(model_and_config):
     model, config = model_and_config
     rng = np.random.default_rng(0)
     image = rng.integers(0, 4000, (2, 3, 40, 48), dtype=np.uint16)
+    image[..., 10:20, 12:24] += 20_000  # structure, not noise alone (noise gives no nuclei)
     planes = [(0, 1), (1, 2)]
     steps = []
     maps = drain(predict_planes(model, config, image, planes), steps.append)

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -26,9 +27,11 @@ from . import __version__
 from ._cli_export import add_export_parser
 from .errors import FileProblem, NucleisegError
 from .io import stage1
+from .io.atomic import check_writable_folder, remove_stale, write_atomically
 from .io.images import (
     LABEL_SUFFIXES,
     image_files,
+    image_shape,
     png_header,
     read_image_file,
     read_label_image,
@@ -207,13 +210,30 @@ def cmd_samples(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- predict
 def _write_tiff(path: Path, labels: np.ndarray) -> None:
     """Write a label TIFF atomically: a partial file never takes the name."""
-    tmp = path.with_name(f".{path.name}.partial")
+    write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
+
+
+def _same_file(a: Path, b: Path) -> bool:
     try:
-        tifffile.imwrite(tmp, labels, compression="zlib")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise FileProblem(path, f"cannot be written ({exc.strerror or exc})") from None
+        return os.path.samefile(a, b)  # one file under two names: a hard link, a symlink
+    except OSError:
+        return False
+
+
+def _check_outputs(inputs: list[tuple[str, Path]], out: Path, written: list[Path]) -> None:
+    """Refuse, before any image runs, outputs that would replace an input or cannot be made."""
+    if out.exists() and not out.is_dir():
+        raise FileProblem(out, "is a file; -o takes a folder")
+    sources = [path for _, path in inputs]
+    resolved = {path.resolve() for path in sources}
+    for path in written:  # even --overwrite never replaces an input, e.g. with -o INPUT_FOLDER
+        same = path.resolve() in resolved or (
+            path.exists() and any(_same_file(path, src) for src in sources)
+        )
+        if same:
+            raise FileProblem(path, "is an input; an output would replace it (choose another -o)")
+        if path.is_dir():
+            raise FileProblem(path, "is a folder; expected a file name")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -221,16 +241,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .models import DEFAULT_MODEL, load_model
 
     inputs = collect_images(args.inputs)
+    for _, path in inputs:  # a bad input is refused before the first image runs
+        image_shape(path)
     out = Path(args.output)
     targets = {image_id: out / f"{image_id}.tif" for image_id, _ in inputs}
-    written = [*targets.values(), *([Path(args.submission)] if args.submission else [])]
-    sources = {path.resolve() for _, path in inputs}
-    for path in written:  # even --overwrite never replaces an input, e.g. with -o INPUT_FOLDER
-        if path.resolve() in sources:
-            raise FileProblem(path, "is an input; an output would replace it (choose another -o)")
-    clash = [path for path in written if path.exists()]
+    submission = Path(args.submission) if args.submission else None
+    _check_outputs(inputs, out, [*targets.values(), *([submission] if submission else [])])
+    if submission is not None:
+        check_writable_folder(submission.parent)
+    done = {i for i, t in targets.items() if t.is_file()} if args.resume else set()
+    clash = [t for i, t in targets.items() if t.exists() and i not in done]
+    if submission is not None and submission.exists() and not args.resume:
+        clash.append(submission)  # --resume rebuilds the submission from every label image
     if clash and not args.overwrite:
-        raise FileProblem(clash[0], "already exists; nothing was written (pass --overwrite)")
+        raise FileProblem(
+            clash[0],
+            "already exists; nothing was written (pass --overwrite to replace, "
+            "or --resume to keep the complete outputs of an earlier run)",
+        )
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -240,14 +268,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FileProblem(out, f"cannot be created ({exc.strerror or exc})") from None
-    if not os.access(out, os.W_OK):
-        raise FileProblem(out, "is not writable")
+    check_writable_folder(out)
+    for path in [*targets.values(), *([submission] if submission else [])]:
+        remove_stale(path)  # what a killed run left
+    todo = [(i, p) for i, p in inputs if i not in done]
+    resumed = f" ({len(done)} done by an earlier run)" if done else ""
     print(
-        f"segmenting {len(inputs)} image(s) with {args.model or DEFAULT_MODEL} on {device}",
+        f"segmenting {len(todo)} image(s){resumed} with {args.model or DEFAULT_MODEL} on {device}",
         file=sys.stderr,
     )
     total = 0
-    for image_id, path in _progress(inputs, "predict"):
+    for image_id, path in _progress(todo, "predict"):
         image = read_image_file(path)
         maps = drain(
             predict_maps(
@@ -257,10 +288,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         labels = labels_from_predicted(maps, config)
         _write_tiff(targets[image_id], labels)
         total += int(labels.max())
-    print(f"{total} nuclei in {len(inputs)} image(s) -> {out}", file=sys.stderr)
-    if args.submission:
-        write_submission(args.submission, ((i, read_label_image(targets[i])) for i, _ in inputs))
-        print(f"submission: {args.submission}", file=sys.stderr)
+    print(f"{total} nuclei in {len(todo)} image(s) -> {out}", file=sys.stderr)
+    if submission is not None:
+        write_submission(submission, ((i, read_label_image(targets[i])) for i, _ in inputs))
+        print(f"submission: {submission}", file=sys.stderr)
     return 0
 
 
@@ -495,8 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the network over 4 flips (2.5x the time on a CPU)",
     )
     p.add_argument("--tile-size", type=int, help="tile side in pixels (default: automatic)")
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (never an input)"
+    )
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the inputs whose label image exists (an interrupted run goes on)",
     )
     p.set_defaults(func=cmd_predict)
 
@@ -581,6 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl+C does: no partial file stays
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -598,5 +639,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``nucleiseg`` command: :func:`main`, with SIGTERM handled as Ctrl+C."""
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .postprocess import labels_from_maps
-from .preprocess import normalize
+from .preprocess import MIN_CONTRAST, contrast, normalize
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
@@ -184,10 +184,14 @@ def predict_maps(
     Returns
     -------
     (len(config.maps), H, W) ndarray of float32
-        Probabilities in [0, 1], in the order of ``config.maps``.
+        Probabilities in [0, 1], in the order of ``config.maps``; all 0 for an
+        image without structure (a contrast below :data:`~.preprocess.MIN_CONTRAST`:
+        flat, or noise alone), where percentile scaling would make nuclei of noise.
     """
     _validate_run(model, config, tile_size, overlap, batch_size)
     dev = _model_device(model) if device is None else resolve_device(device)
+    if contrast(image, config.normalization) < MIN_CONTRAST:
+        return np.zeros((model.out_channels, *np.shape(image)[:2]), np.float32)
     x = normalize(image, config.normalization)
     c, h, w = x.shape
     div = model.divisor

@@ -14,6 +14,15 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import FileProblem
 
+#: what PIL raises on a file it cannot decode, a decompression bomb (a header that asks
+#: for more than twice ``Image.MAX_IMAGE_PIXELS``) included
+_PIL_ERRORS = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    OSError,
+    SyntaxError,
+    ValueError,
+)
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -41,7 +50,7 @@ def _open_png(path: Path) -> Image.Image:
     try:
         im = Image.open(path)
         im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except _PIL_ERRORS as exc:
         raise FileProblem(path, f"cannot be decoded as an image ({exc})") from None
     if im.format != "PNG":
         raise FileProblem(path, f"is a {im.format} file, expected PNG")
@@ -62,7 +71,7 @@ def png_header(path: str | Path) -> tuple[str, tuple[int, int]]:
     try:
         with Image.open(path) as im:
             return im.mode, (im.height, im.width)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except _PIL_ERRORS as exc:
         raise FileProblem(path, f"cannot be decoded as an image ({exc})") from None
 
 
@@ -180,6 +189,49 @@ def label_dtype(n_labels: int) -> np.dtype:
     return np.dtype(np.uint16) if n_labels <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
+def _image_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileProblem(path, "does not exist")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise FileProblem(path, f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})")
+    return path
+
+
+def _check_shape(path: Path, shape: tuple[int, ...]) -> None:
+    if 0 in shape:
+        raise FileProblem(path, "is an empty image (0 pixels)")
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4))):
+        raise FileProblem(path, f"has shape {shape}: expected one 2-D image, grey, RGB or RGBA")
+
+
+def image_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape of an image file, from its header: a batch checks every input with it
+    before the first image runs.
+
+    Raises
+    ------
+    FileProblem
+        What :func:`read_image_file` would refuse from the header alone.
+    """
+    path = _image_file(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(tif.series[0].shape)
+        except Exception as exc:  # tifffile raises many types on a corrupt file
+            raise FileProblem(path, f"cannot be read as TIFF ({exc})") from None
+    else:
+        try:
+            with Image.open(path) as im:
+                bands = 3 + ("transparency" in im.info) if im.mode == "P" else len(im.getbands())
+                shape = (im.height, im.width) + ((bands,) if bands > 1 else ())
+        except _PIL_ERRORS as exc:
+            raise FileProblem(path, f"cannot be decoded as an image ({exc})") from None
+    _check_shape(path, shape)
+    return shape
+
+
 def read_image_file(path: str | Path) -> np.ndarray:
     """Read a 2-D microscope image of any common kind: PNG, TIFF or JPEG.
 
@@ -193,15 +245,11 @@ def read_image_file(path: str | Path) -> np.ndarray:
     Raises
     ------
     FileProblem
-        Missing, unreadable or unsupported file, an empty image, or a 3-D stack.
+        Missing, unreadable or unsupported file, an empty image, a 3-D stack,
+        or NaN or infinite pixels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileProblem(path, "does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise FileProblem(path, f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})")
-    if suffix in (".tif", ".tiff"):
+    path = _image_file(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
         try:
             array = np.asarray(tifffile.imread(path))
         except Exception as exc:  # tifffile raises many types on a corrupt file
@@ -213,15 +261,11 @@ def read_image_file(path: str | Path) -> np.ndarray:
                 if im.mode == "P":
                     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 array = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except _PIL_ERRORS as exc:
             raise FileProblem(path, f"cannot be decoded as an image ({exc})") from None
-    if array.size == 0:
-        raise FileProblem(path, "is an empty image (0 pixels)")
-    is_2d = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))
-    if not is_2d:
-        raise FileProblem(
-            path, f"has shape {array.shape}: expected one 2-D image, grey, RGB or RGBA"
-        )
+    _check_shape(path, array.shape)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise FileProblem(path, "has NaN or infinite pixel values")
     if array.dtype == bool:
         array = array.astype(np.uint8)
     return array

@@ -55,6 +55,8 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
             items = _folder_inputs(path)
         elif path.exists():
             raise FileProblem(path, "is neither an image file nor a folder")
+        elif path.is_symlink():
+            raise FileProblem(path, "is a symbolic link to nothing (a loop or a missing target)")
         else:
             raise FileProblem(path, "does not exist")
         for image_id, file in items:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FileProblem
+from .atomic import write_atomically
 from .images import label_dtype
 
 SUBMISSION_HEADER = ("ImageId", "EncodedPixels")
@@ -29,29 +30,37 @@ def rle_encode(mask: np.ndarray) -> str:
     return " ".join(map(str, runs))
 
 
+def _runs(rle: str) -> tuple[np.ndarray, np.ndarray]:
+    """0-based starts and lengths of run-length text, checked as far as no shape is needed."""
+    try:
+        values = np.array(rle.split(), dtype=np.int64)
+    except (ValueError, OverflowError):
+        raise ValueError("run-length values must be whole numbers below 2**63") from None
+    if values.size % 2:
+        raise ValueError("run-length text has an odd number of values")
+    starts, lengths = values[0::2] - 1, values[1::2]
+    if np.any(starts < 0) or np.any(lengths <= 0):
+        raise ValueError("run-length starts must be >= 1 and lengths >= 1")
+    if np.any(lengths[:-1] > starts[1:] - starts[:-1]):  # (no sum that could overflow)
+        raise ValueError("runs overlap or are not sorted")
+    return starts, lengths
+
+
 def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     """Decode Kaggle run-length text into a (H, W) bool mask.
 
     Raises
     ------
     ValueError
-        Odd number of values, non-positive start or length, overlapping or
-        unsorted runs, or a run past the image's end.
+        Values that are not whole numbers, an odd number of them, non-positive
+        start or length, overlapping or unsorted runs, or a run past the image's end.
     """
-    values = np.array(rle.split(), dtype=np.int64)
-    if values.size % 2:
-        raise ValueError("run-length text has an odd number of values")
-    starts, lengths = values[0::2] - 1, values[1::2]
+    starts, lengths = _runs(rle)
     size = int(np.prod(shape))
-    if np.any(starts < 0) or np.any(lengths <= 0):
-        raise ValueError("run-length starts must be >= 1 and lengths >= 1")
+    if np.any(lengths > size - starts):
+        end = int(np.max(starts + np.minimum(lengths, size + 1)))
+        raise ValueError(f"a run ends at pixel {end}, past the {shape[0]}x{shape[1]} image")
     ends = starts + lengths
-    if np.any(ends > size):
-        raise ValueError(
-            f"a run ends at pixel {int(ends.max())}, past the {shape[0]}x{shape[1]} image"
-        )
-    if np.any(starts[1:] < ends[:-1]):
-        raise ValueError("runs overlap or are not sorted")
     flat = np.zeros(size + 1, dtype=np.int8)
     np.add.at(flat, starts, 1)
     np.add.at(flat, ends, -1)
@@ -92,19 +101,16 @@ def write_submission(path: str | Path, predictions: Iterable[tuple[str, np.ndarr
     predictions : iterable of (str, (H, W) ndarray of int)
         Image id and its instance labels (which cannot overlap by construction).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(SUBMISSION_HEADER)
             for image_id, labels in predictions:
                 rles = labels_to_rles(labels)
                 writer.writerows([(image_id, r) for r in rles] or [(image_id, "")])
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise FileProblem(path, f"cannot be written ({exc.strerror or exc})") from None
+
+    write_atomically(path, write)
 
 
 def read_submission(path: str | Path) -> dict[str, list[str]]:
@@ -119,20 +125,26 @@ def read_submission(path: str | Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise FileProblem(path, "does not exist")
     rows: dict[str, list[str]] = {}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != SUBMISSION_HEADER:
-            raise FileProblem(path, f"header is {header}, expected {','.join(SUBMISSION_HEADER)}")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != 2:
-                raise FileProblem(path, f"line {line} has {len(row)} fields, expected 2")
-            image_id, rle = row[0].strip(), row[1].strip()
-            rows.setdefault(image_id, [])
-            if rle:
-                rows[image_id].append(rle)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's) is fine
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or tuple(h.strip() for h in header) != SUBMISSION_HEADER:
+                expected = ",".join(SUBMISSION_HEADER)
+                raise FileProblem(path, f"header is {header}, expected {expected}")
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != 2:
+                    raise FileProblem(path, f"line {line} has {len(row)} fields, expected 2")
+                image_id, rle = row[0].strip(), row[1].strip()
+                rows.setdefault(image_id, [])
+                if rle:
+                    rows[image_id].append(rle)
+    except UnicodeDecodeError as exc:
+        raise FileProblem(path, f"is not UTF-8 text (byte {exc.start} of a line)") from None
+    except csv.Error as exc:
+        raise FileProblem(path, f"is not a readable CSV ({exc})") from None
     return rows
 
 
@@ -163,7 +175,16 @@ def rles_to_labels(
 def labels_from_submission(
     rows: Mapping[str, list[str]], shapes: Mapping[str, tuple[int, int]], *, source: str | Path
 ) -> dict[str, np.ndarray]:
-    """Decode the submission rows of every image whose shape is known."""
+    """Decode the submission rows of every image whose shape is known; the runs of the
+    others are checked as far as they can be without a shape (they are still malformed
+    submissions)."""
+    for image_id, rles in rows.items():
+        if image_id not in shapes:
+            for i, rle in enumerate(rles, start=1):
+                try:
+                    _runs(rle)
+                except ValueError as exc:
+                    raise FileProblem(f"{source} ({image_id})", f"nucleus {i}: {exc}") from None
     return {
         image_id: rles_to_labels(rles, shapes[image_id], source=f"{source} ({image_id})")
         for image_id, rles in rows.items()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -259,7 +261,16 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types on a corrupt or unsafe file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # no terminal colours
+        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in text:
+            raise FileProblem(  # (torch's own text advises weights_only=False: not here)
+                path,
+                "holds pickled Python objects, not only weights and settings (torch.save of "
+                "a whole model?); torch.load refused it so that no code in it can run",
+            ) from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):
+            first = "not a torch file of weights"
         raise FileProblem(
             path, f"is not a readable napari-nucleiseg checkpoint (torch.load refused it: {first})"
         ) from None
@@ -328,14 +339,16 @@ def load_model(
     path = resolve_checkpoint(path_or_name)
     config, state = read_checkpoint(path)
     try:
-        model = config.build()
-    except ValueError as exc:
+        with torch.device("meta"):  # shapes only, no memory: a config may ask for any size
+            skeleton = config.build()
+    except (ValueError, TypeError) as exc:
         raise FileProblem(path, f"names a model that cannot be built: {exc}") from None
-    problem = _mismatch(model, state)
+    problem = _mismatch(skeleton, state)
     if problem:
         raise FileProblem(
             path,
             f"weights do not fit the {config.architecture!r} model its config names: {problem}",
         )
+    model = config.build()
     model.load_state_dict(state)
     return model.to(resolve_device(device)).eval(), config

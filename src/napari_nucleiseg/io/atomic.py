@@ -1,0 +1,95 @@
+"""Files that appear whole or not at all, and the leftovers of a run that was killed.
+
+A file is written under a hidden temporary name beside its target,
+``.<name>.<pid>.partial``, and renamed over the target when complete; a
+rename within one folder is atomic, so a reader sees the old file or the new
+one, never half of one. An interrupted write (an exception, Ctrl+C, SIGTERM
+turned into an exception by the command line) removes its temporary file; one
+killed outright (SIGKILL, power loss) leaves it, and :func:`remove_stale` takes
+it away on the next run, once its process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import FileProblem
+
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name a write of ``path`` by this process uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> list[Path]:
+    """Remove the temporary files of writes of ``path`` whose process is gone; returns them."""
+    removed = []
+    try:
+        siblings = list(path.parent.glob(f".{path.name}.*.partial"))
+    except OSError:
+        return removed
+    for sibling in siblings:
+        match = _PARTIAL.match(sibling.name)
+        if match and match["name"] == path.name and not _alive(int(match["pid"])):
+            sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)``, then rename the temporary file to ``path``.
+
+    Raises
+    ------
+    FileProblem
+        The file cannot be written (the temporary file is removed; a previous
+        file at ``path`` is untouched). Any other exception, Ctrl+C included,
+        also removes the temporary file before it propagates.
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FileProblem(path, f"cannot be written ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise a one-line :class:`FileProblem` unless files can be created in ``folder``.
+
+    Tries it (a permission test cannot see a read-only file system, and root
+    passes every permission test).
+    """
+    if not folder.exists():
+        raise FileProblem(folder, "does not exist")
+    if not folder.is_dir():
+        raise FileProblem(folder, "is a file, not a folder")
+    probe = partial_path(folder / ".nucleiseg-write-test")
+    try:
+        probe.touch()
+    except OSError as exc:
+        raise FileProblem(folder, f"is not writable ({exc.strerror or exc})") from None
+    probe.unlink(missing_ok=True)
