@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_nucleiseg.inference import drain, labels_from_predicted, predict_maps, resolve_device
+from napari_nucleiseg.devices import resolve_device
+from napari_nucleiseg.inference import drain, labels_from_predicted, predict_maps
 from napari_nucleiseg.io import list_samples
 from napari_nucleiseg.io.images import read_image_file
 from napari_nucleiseg.io.stage1 import image_path

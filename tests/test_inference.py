@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_nucleiseg.devices import resolve_device
 from napari_nucleiseg.inference import (
     drain,
     predict_maps,
-    resolve_device,
     segment,
     tile_starts,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import zipfile
@@ -10,12 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).parents[1]
+PACKAGE = Path(__import__("napari_nucleiseg").__file__).parent
 
 
 def test_core_imports_without_napari_or_qt():
     code = (
         "import sys\n"
         "import napari_nucleiseg.io, napari_nucleiseg.metrics, napari_nucleiseg.cli\n"
+        "import napari_nucleiseg.inference, napari_nucleiseg.training, napari_nucleiseg.finetune\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in "
         "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'vispy')]\n"
         "assert not bad, bad\n"
@@ -57,3 +60,55 @@ def test_wheel_ships_manifest_and_samples(tmp_path):
     assert manifest == (REPO / "napari.yaml").read_text()
     assert "[napari.manifest]" in entry and "napari_nucleiseg:napari.yaml" in entry
     assert sum(n.startswith("napari_nucleiseg/samples/") and n.endswith(".png") for n in names) > 90
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The package's modules that ``module`` imports when it runs (inside functions too;
+    not those under ``if TYPE_CHECKING:``, which only type checkers read)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(node)
+        for branch in ast.walk(tree)
+        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+        for node in ast.walk(branch)
+    }
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only or not isinstance(node, ast.ImportFrom):
+            continue
+        target = node.module
+        if node.level:  # relative: from the package, one level up per extra dot
+            parts = package.split(".")
+            target = ".".join([*parts[: len(parts) - node.level + 1], *filter(None, [node.module])])
+        if target and target.startswith("napari_nucleiseg"):
+            found |= {f"{target}.{alias.name}" for alias in node.names} | {target}
+    return found
+
+
+def test_no_import_cycle():
+    """A module never needs, even indirectly, a module that needs it back."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {m: _imports(p, m) & modules.keys() - {m} for m, p in modules.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    packages = {m for m, p in modules.items() if p.name == "__init__.py"}
+    cycles = [
+        (a, b)
+        for a in graph
+        for b in graph[a]
+        if b not in packages and a not in packages and reaches(b, a)
+    ]
+    assert not cycles, cycles

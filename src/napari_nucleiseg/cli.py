@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from . import __version__
 from ._cli_export import add_export_parser
+from .devices import DEVICES
 from .errors import FileProblem, NucleisegError
 from .io import stage1
 from .io.atomic import check_writable_folder, remove_stale, write_atomically
@@ -237,7 +238,8 @@ def _check_outputs(inputs: list[tuple[str, Path]], out: Path, written: list[Path
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import drain, labels_from_predicted, predict_maps, resolve_device
+    from .devices import resolve_device
+    from .inference import drain, labels_from_predicted, predict_maps
     from .models import DEFAULT_MODEL, load_model
 
     inputs = collect_images(args.inputs)
@@ -351,7 +353,7 @@ def _network_changes(args: argparse.Namespace, base: ModelConfig) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .inference import resolve_device
+    from .devices import resolve_device
     from .models import load_model, resolve_checkpoint, save_checkpoint
     from .models.checkpoint import TrainingInfo
     from .training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
@@ -465,7 +467,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
         default="auto",
-        choices=["auto", "cpu", "cuda", "mps"],
+        choices=DEVICES,
         help="where the network runs; auto: CUDA, then Apple MPS, then CPU",
     )
 

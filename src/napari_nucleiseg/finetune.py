@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import resolve_device
 from .errors import FileProblem
-from .inference import resolve_device
 from .io import Sample, read_sample
 from .io.export import read_manifest
 from .models import ModelConfig, load_model, save_checkpoint

@@ -226,7 +226,7 @@ def predict_planes(
     Cancelled
         ``stop`` was set.
     """
-    from .inference import resolve_device
+    from .devices import resolve_device
 
     dev = resolve_device(device)
     out: np.ndarray | None = None

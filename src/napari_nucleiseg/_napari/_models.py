@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
 from ..errors import NucleisegError
-from ..inference import resolve_device
 from ..models import (
     DEFAULT_MODEL,
     ModelConfig,

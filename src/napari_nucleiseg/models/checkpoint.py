@@ -334,7 +334,7 @@ def load_model(
         an unknown architecture, or its weights do not fit the architecture its
         config names.
     """
-    from ..inference import resolve_device  # inference imports this module
+    from ..devices import resolve_device
 
     path = resolve_checkpoint(path_or_name)
     config, state = read_checkpoint(path)

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..inference import drain, labels_from_predicted, memory_format, predict_maps, resolve_device
+from ..devices import memory_format, resolve_device
+from ..inference import drain, labels_from_predicted, predict_maps
 from ..io import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel, save_checkpoint
