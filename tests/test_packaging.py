@@ -34,24 +34,16 @@ def test_manifest_validates():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def build_wheel(folder: Path) -> Path:
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip, "-w", str(folder), str(REPO)], check=True)
+    (wheel,) = folder.glob("napari_nucleiseg-*.whl")
+    return wheel
+
+
 @pytest.mark.skipif(not (REPO / "pyproject.toml").is_file(), reason="needs the source tree")
 def test_wheel_ships_manifest_and_samples(tmp_path):
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(REPO),
-        ],
-        check=True,
-    )
-    (wheel,) = tmp_path.glob("napari_nucleiseg-*.whl")
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         manifest = z.read("napari_nucleiseg/napari.yaml").decode()
@@ -112,3 +104,31 @@ def test_no_import_cycle():
         if b not in packages and a not in packages and reaches(b, a)
     ]
     assert not cycles, cycles
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "pyproject.toml").is_file(), reason="needs the source tree")
+def test_the_wheel_without_extras_is_the_core_and_the_command_line(tmp_path):
+    """`pip install napari-nucleiseg` on a GPU server or a Dask worker: no napari, no Qt,
+    and `nucleiseg predict` segments the shipped samples."""
+    import venv
+
+    import torch
+
+    wheel = build_wheel(tmp_path / "wheel")
+    venv.create(tmp_path / "env", with_pip=True)
+    bin_dir = tmp_path / "env" / ("Scripts" if sys.platform == "win32" else "bin")
+    python = str(bin_dir / "python")
+    torch_pin = f"torch=={torch.__version__.split('+')[0]}"  # the build already on this machine
+    subprocess.run([python, "-m", "pip", "install", "-q", torch_pin, str(wheel)], check=True)
+    check = (
+        "import importlib.util as u, napari_nucleiseg.inference, napari_nucleiseg.cli\n"
+        "missing = [m for m in ('napari', 'qtpy', 'magicgui', 'npe2', 'PyQt6') if u.find_spec(m)]\n"
+        "assert not missing, missing\n"
+    )
+    subprocess.run([python, "-c", check], check=True)
+    nucleiseg = str(bin_dir / "nucleiseg")
+    subprocess.run([nucleiseg, "samples", "-o", str(tmp_path / "demo")], check=True)
+    out = tmp_path / "labels"
+    subprocess.run([nucleiseg, "predict", str(tmp_path / "demo"), "-o", str(out)], check=True)
+    assert len(list(out.glob("*.tif"))) == 2
