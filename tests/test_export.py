@@ -173,8 +173,9 @@ def test_overwrite_and_new_version(fluo, tmp_path):
     assert v2.id == f"{fluo.id}_v2" and v2.path.is_dir()
     assert ex.next_version_id(tmp_path, v2.id) == f"{fluo.id}_v3"
     assert sorted(ex.read_manifest(tmp_path)) == [fluo.id, v2.id]
-    # nothing temporary is left, and the root reads as a stage-1 root
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fluo.id, v2.id, ex.MANIFEST])
+    # nothing temporary is left (the lock file is kept), and the root reads as a stage-1 root
+    expected = [fluo.id, v2.id, ex.MANIFEST, ex.LOCK_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
     assert [p.name for p in list_samples(tmp_path)] == [fluo.id, v2.id]
 
 

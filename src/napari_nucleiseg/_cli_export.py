@@ -24,7 +24,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Write ROOT/<id>/images/<id>.png and one 0/255 PNG per nucleus in "
             "ROOT/<id>/masks/, and record the sample in ROOT/manifest.json. "
-            "Refuses (status 1, nothing changed) when ROOT/<id> exists."
+            "Refuses (status 1, nothing changed) when ROOT/<id> exists. Several exports may "
+            "run at once into one ROOT: they take turns to claim their ids."
         ),
     )
     p.add_argument("image", type=Path, help="the image (PNG, TIFF or JPEG; 8-bit grey or RGB)")

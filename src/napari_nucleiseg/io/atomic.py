@@ -27,7 +27,9 @@ def partial_path(path: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
+    """Whether process ``pid`` may still be writing. A reused pid keeps a stale file (it
+    stays hidden, never taken for a result); a live writer's file is never removed."""
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end it
         return True
     try:
         os.kill(pid, 0)

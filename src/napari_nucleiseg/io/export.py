@@ -14,6 +14,14 @@ existing id is refused unless the caller chooses ``if_exists="overwrite"`` or
 target raises :class:`~napari_nucleiseg.errors.FileProblem` and leaves nothing
 behind.
 
+Concurrency: any number of processes may export into one root at once. The
+PNGs are encoded in parallel, each export in its own temporary folder; then,
+under the root's lock (:func:`root_lock`), one export at a time checks the id,
+renames its folder into place and rewrites the manifest, so no sample and no
+manifest entry is lost, and of two exports of one id the second is refused
+(or, as asked, replaces the first or becomes a new version). A temporary
+folder left by a killed export is removed by the next export into the root.
+
 The manifest, ``ROOT/manifest.json``, records one entry per sample id::
 
     {"format": "napari-nucleiseg curated samples", "version": 1,
@@ -22,20 +30,22 @@ The manifest, ``ROOT/manifest.json``, records one entry per sample id::
                           "nuclei": 42, "exported": "2025-01-01T12:00:00+00:00",
                           "split": "train"}}}
 
-It is rewritten atomically (a temporary file renamed over it) with each export.
-One process at a time should export into a root: two concurrent writers of the
-manifest may lose an entry (the sample folders themselves stay intact).
+It is rewritten atomically (a temporary file renamed over it), under the root
+lock, with each export and by :func:`set_split`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Generator, Mapping
+import time
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,17 +58,28 @@ from scipy import ndimage as ndi
 from ..edit import compact_labels
 from ..errors import FileProblem
 from . import stage1
+from .atomic import write_atomically
 from .images import label_dtype
+
+if os.name == "nt":
+    import msvcrt
+else:
+    import fcntl
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "napari-nucleiseg curated samples"
 SPLITS = ("train", "validation")
 IF_EXISTS = ("refuse", "overwrite", "new-version")
+#: The root's lock file (empty; kept, as deleting a lock file under its users is unsafe).
+LOCK_FILE = ".nucleiseg.lock"
 _TMP_PREFIX = ".export-"
+_OWNER = ".owner"  # in each temporary folder, locked by the export writing it
+_SAMPLE = "sample"  # the sample folder inside a temporary folder
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 __all__ = [
     "IF_EXISTS",
+    "LOCK_FILE",
     "MANIFEST",
     "SPLITS",
     "ExportResult",
@@ -73,6 +94,7 @@ __all__ = [
     "next_version_id",
     "prepare_image",
     "read_manifest",
+    "root_lock",
     "set_split",
     "write_label_tiff",
 ]
@@ -322,6 +344,104 @@ def _validate_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
+# ---------------------------------------------------------------- locks
+def _lock(fd: int, *, wait: bool) -> bool:
+    """Take the exclusive OS lock of an open file; False when another holds it and not ``wait``.
+
+    An OS lock (``flock``, ``msvcrt.locking`` on Windows) belongs to the open
+    file: closing it, or the death of its process, however killed, frees it.
+    """
+    if os.name != "nt":
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    while True:  # msvcrt cannot wait for long: poll
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EDEADLOCK):
+                raise
+            if not wait:
+                return False
+        time.sleep(0.01)
+
+
+@contextmanager
+def root_lock(root: str | Path) -> Iterator[None]:
+    """Hold the lock of an export root: its writers take turns inside this block.
+
+    Whoever renames a sample into ROOT or rewrites its manifest holds it, so an
+    id is checked and taken at once and no manifest entry is lost. It is an OS
+    lock on ``ROOT/.nucleiseg.lock``, freed when its holder exits or is killed.
+
+    Raises
+    ------
+    FileProblem
+        The lock file cannot be created (e.g. a read-only root).
+    """
+    path = Path(root) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise FileProblem(path, f"cannot be created ({exc.strerror or exc})") from None
+    try:
+        _lock(fd, wait=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _in_use(folder: Path) -> bool:
+    """Whether a live export owns this temporary folder (holds the lock of its owner file)."""
+    try:
+        fd = os.open(folder / _OWNER, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: leave it
+    try:
+        return not _lock(fd, wait=False)
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Delete what killed exports left in ROOT; call it holding the root lock.
+
+    A temporary file there is only ever written under the root lock, so one seen
+    now is a leftover; a temporary folder is one when no process owns it. (A
+    folder is made and its owner file locked under the root lock too.)
+    """
+    for path in root.glob(f"{_TMP_PREFIX}*"):
+        if path.is_symlink() or not path.is_dir():
+            with suppress(OSError):  # best effort, like rmtree's: never block an export
+                path.unlink()
+        elif not _in_use(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def _staging(root: Path, sample_id: str) -> Iterator[Path]:
+    """A temporary folder ``ROOT/.export-<id>-*`` owned by this export, deleted on leaving.
+
+    Its owner file stays locked until then, so other exports leave it alone;
+    once its process is gone, the next export into ROOT deletes it.
+    """
+    with root_lock(root):
+        _remove_leftovers(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sample_id}-", dir=root))
+        owner = os.open(tmp / _OWNER, os.O_RDWR | os.O_CREAT, 0o666)
+        _lock(owner, wait=False)  # a new file: always free
+    try:
+        yield tmp
+    finally:
+        os.close(owner)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- manifest
 def _manifest_path(root: Path) -> Path:
     return root / MANIFEST
@@ -361,6 +481,7 @@ def _write_temp_file(folder: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(name, 0o644)  # mkstemp makes it private; a manifest is meant to be shared
     except BaseException:
         os.unlink(name)
         raise
@@ -380,17 +501,18 @@ def set_split(root: str | Path, sample_id: str, split: str) -> None:
     root = Path(root)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    samples = read_manifest(root)
-    if sample_id not in samples:
-        raise FileProblem(_manifest_path(root), f"has no sample {sample_id!r}")
-    samples[sample_id]["split"] = split
-    try:
-        tmp = _write_temp_file(root, _manifest_text(samples))
-        os.replace(tmp, _manifest_path(root))
-    except OSError as exc:
-        raise FileProblem(
-            _manifest_path(root), f"cannot be written ({exc.strerror or exc})"
-        ) from None
+    with root_lock(root):
+        samples = read_manifest(root)
+        if sample_id not in samples:
+            raise FileProblem(_manifest_path(root), f"has no sample {sample_id!r}")
+        samples[sample_id]["split"] = split
+        try:
+            tmp = _write_temp_file(root, _manifest_text(samples))
+            os.replace(tmp, _manifest_path(root))
+        except OSError as exc:
+            raise FileProblem(
+                _manifest_path(root), f"cannot be written ({exc.strerror or exc})"
+            ) from None
 
 
 # ---------------------------------------------------------------- one sample
@@ -424,6 +546,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def _write_sample_files(folder: Path, sample_id: str, image, labels, names) -> None:
+    folder.mkdir()
     (folder / stage1.IMAGES).mkdir()
     (folder / stage1.MASKS).mkdir()
     _save_png(image, folder / stage1.IMAGES / f"{sample_id}.png")
@@ -515,7 +638,52 @@ def export_sample(
     labels = _validate_labels(labels, image.shape[:2])
     names, changes = mask_file_names(labels, original, mask_names)
 
+    if if_exists != "new-version":  # fail before any work; a new version's id is known later
+        _refuse_source(source, root / sample_id)
     _prepare_root(root)
+    try:
+        with _staging(root, sample_id) as tmp:
+            _write_sample_files(tmp / _SAMPLE, sample_id, image, labels, names)  # in parallel
+            with root_lock(root):
+                sample_id = _claim_id(root, sample_id, if_exists, source, tmp / _SAMPLE)
+                entry = {
+                    "source": None if source is None else str(source),
+                    "model": model,
+                    "added": changes.added,
+                    "removed": changes.removed,
+                    "changed": changes.changed,
+                    "unchanged": changes.unchanged,
+                    "nuclei": len(names),
+                    "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "split": split,
+                }
+                _commit(root, tmp, sample_id, entry)
+    except OSError as exc:
+        where = exc.filename or root
+        raise FileProblem(where, f"cannot be written ({exc.strerror or exc})") from None
+    return ExportResult(sample_id, root / sample_id, names, changes, entry)
+
+
+def _commit(root: Path, tmp: Path, sample_id: str, entry: dict) -> None:
+    """Rename the staged sample to ``ROOT/<id>`` and record it; call it holding the root lock.
+
+    The new manifest is written first, so that a full disk changes nothing, and
+    renamed right after the sample (a crash between the two renames leaves the
+    sample whole, without its new entry).
+    """
+    samples = read_manifest(root)
+    samples[sample_id] = entry
+    manifest_tmp = _write_temp_file(tmp, _manifest_text(samples))
+    _swap_into_place(tmp / _SAMPLE, root / sample_id, tmp / "old")  # deleted with tmp
+    os.replace(manifest_tmp, _manifest_path(root))
+
+
+def _claim_id(root: Path, sample_id: str, if_exists: str, source, staged: Path) -> str:
+    """The id the staged sample takes in ROOT; call it holding the root lock.
+
+    An existing id is refused, kept (to be replaced) or traded for a new
+    version's, whose name the staged image file then takes.
+    """
     target = root / sample_id
     if target.exists() or target.is_symlink():
         if if_exists == "refuse":
@@ -525,68 +693,35 @@ def export_sample(
                 f"(e.g. {next_version_id(root, sample_id)})",
             )
         if if_exists == "new-version":
-            sample_id = next_version_id(root, sample_id)
-            target = root / sample_id
+            new_id = next_version_id(root, sample_id)
+            images = staged / stage1.IMAGES
+            os.rename(images / f"{sample_id}.png", images / f"{new_id}.png")
+            sample_id, target = new_id, root / new_id
+    _refuse_source(source, target)
+    return sample_id
+
+
+def _refuse_source(source, target: Path) -> None:
     if source is not None and (
         _is_within(Path(source), target) or _is_within(target, Path(source))
     ):
         raise FileProblem(target, "is the sample's source folder; export to another root or id")
 
-    entry = {
-        "source": None if source is None else str(source),
-        "model": model,
-        "added": changes.added,
-        "removed": changes.removed,
-        "changed": changes.changed,
-        "unchanged": changes.unchanged,
-        "nuclei": len(names),
-        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "split": split,
-    }
-    samples = read_manifest(root)
-    samples[sample_id] = entry
-    _commit(root, target, sample_id, image, labels, names, _manifest_text(samples))
-    return ExportResult(sample_id, target, names, changes, entry)
 
+def _swap_into_place(new: Path, target: Path, old: Path) -> None:
+    """Rename ``new`` to ``target``, an existing target first to ``old`` (the caller deletes it).
 
-def _commit(root, target, sample_id, image, labels, names, manifest_text) -> None:
-    """Write into a temporary folder, then rename it and the manifest into place."""
-    tmp = manifest_tmp = None
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sample_id}-", dir=root))
-        _write_sample_files(tmp, sample_id, image, labels, names)
-        manifest_tmp = _write_temp_file(root, manifest_text)
-        _swap_into_place(tmp, target, root, sample_id)
-        tmp = None
-        os.replace(manifest_tmp, _manifest_path(root))
-        manifest_tmp = None
-    except OSError as exc:
-        where = exc.filename or root
-        raise FileProblem(where, f"cannot be written ({exc.strerror or exc})") from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if manifest_tmp is not None:
-            manifest_tmp.unlink(missing_ok=True)
-
-
-def _swap_into_place(new: Path, target: Path, parent: Path, name: str) -> None:
-    """Rename ``new`` to ``target``; an existing target is moved aside first, then deleted.
-
-    When the rename fails, the old target is put back and nothing is deleted.
+    When the rename fails, the old target is put back.
     """
-    if not (target.exists() or target.is_symlink()):
+    if target.exists() or target.is_symlink():
+        os.rename(target, old)
+        try:
+            os.rename(new, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+    else:
         os.rename(new, target)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-{name}-", dir=parent))
-    os.rename(target, aside / "old")
-    try:
-        os.rename(new, target)
-    except OSError:
-        os.rename(aside / "old", target)
-        aside.rmdir()
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- TIFF
@@ -618,23 +753,11 @@ def write_label_tiff(path: str | Path, labels: np.ndarray, *, overwrite: bool = 
     if path.exists() and not overwrite:
         raise FileProblem(path, "already exists")
     labels = labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-        tifffile.imwrite(tmp, labels, compression="zlib")
-        os.replace(tmp, path)
-        tmp = None
     except OSError as exc:
-        raise FileProblem(
-            exc.filename or path, f"cannot be written ({exc.strerror or exc})"
-        ) from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-    return path
+        raise FileProblem(path.parent, f"cannot be created ({exc.strerror or exc})") from None
+    return write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
 
 
 def iter_export_tiff_layout(
@@ -703,8 +826,10 @@ def iter_export_tiff_layout(
             )
             tifffile.imwrite(tmp / "masks" / f"{sample.id}.tif", labels, compression="zlib")
             yield done, len(folders)
-        _swap_into_place(tmp, out, out.parent, out.name)
+        old = tmp.with_name(tmp.name + ".old")
+        _swap_into_place(tmp, out, old)
         tmp = None
+        shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         raise FileProblem(
             exc.filename or out, f"cannot be written ({exc.strerror or exc})"
