@@ -38,12 +38,13 @@ import numpy as np
 import torch
 
 from napari_nucleiseg.devices import resolve_device
-from napari_nucleiseg.inference import drain, labels_from_predicted, predict_maps
+from napari_nucleiseg.inference import drain, predict_maps
 from napari_nucleiseg.io import list_samples
 from napari_nucleiseg.io.images import read_image_file
 from napari_nucleiseg.io.stage1 import image_path
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import DEFAULT_MODEL, create_model, load_model, shipped_models
+from napari_nucleiseg.pipeline import segment
 from napari_nucleiseg.training import read_ids, read_samples
 from napari_nucleiseg.training.tune import score_postprocess
 
@@ -120,8 +121,7 @@ def _forward(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 def _end_to_end(model, config, path: Path, dev: torch.device, tta: bool = False) -> None:
-    image = read_image_file(path)
-    labels_from_predicted(drain(predict_maps(model, config, image, device=dev, tta=tta)), config)
+    drain(segment(model, config, read_image_file(path), device=dev, tta=tta))
 
 
 def _timed(fn, repeats: int) -> float:
@@ -195,8 +195,7 @@ def memory_child(name: str, side: int) -> None:
     model, config = load_model(name)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    maps = drain(predict_maps(model, config, image))
-    labels = labels_from_predicted(maps, config)
+    _, labels = drain(segment(model, config, image))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -228,10 +227,8 @@ def memory(name: str) -> None:
     )
     image = mosaic(2048)
     model, config = load_model(name)
-    whole = labels_from_predicted(drain(predict_maps(model, config, image, tile_size=4096)), config)
-    tiled = labels_from_predicted(
-        drain(predict_maps(model, config, image, tile_size=512, overlap=96)), config
-    )
+    _, (whole,) = drain(segment(model, config, image, tile_size=4096))
+    _, (tiled,) = drain(segment(model, config, image, tile_size=512))  # 96-pixel overlap
     same = score_image(whole, tiled)
     print(
         f"- Seams: a 2048x2048 mosaic in 512-pixel tiles (96-pixel overlap) against one piece: "

@@ -1,4 +1,4 @@
-"""Inference: devices, tiling with blending equals one pass, batching, flips, labels."""
+"""Inference: devices, tiling with blending equals one pass, batching, flips."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ import pytest
 import torch
 
 from napari_nucleiseg.devices import resolve_device
-from napari_nucleiseg.inference import (
-    drain,
-    predict_maps,
-    segment,
-    tile_starts,
-)
+from napari_nucleiseg.inference import drain, predict_maps, tile_side, tile_starts
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.models import ModelConfig
 from napari_nucleiseg.samples import sample_folder
@@ -104,22 +99,18 @@ def test_flips_average_and_model_mode_is_restored(model_and_config, image):
     np.testing.assert_allclose(flipped[:, :, ::-1], maps, atol=1e-4)
 
 
-def test_segment_returns_labels(model_and_config, image):
-    model, config = model_and_config
-    calls = []
-    labels = segment(image, model, config, progress=lambda d, t: calls.append((d, t)))
-    assert labels.shape == image.shape[:2] and labels.dtype == np.uint16
-    assert calls == [(1, 1)]
-    none = segment(image, model, config, prob_threshold=1.0)
-    assert none.max() == 0
-
-
 def test_tile_starts_cover_with_overlap():
     for length, tile, overlap in [(512, 128, 32), (320, 128, 64), (1024, 1024, 64), (96, 64, 0)]:
         starts = tile_starts(length, tile, overlap, 16)
         assert starts[0] == 0 and starts[-1] + tile == length
         assert all(s % 16 == 0 for s in starts)
         assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_tile_side():
+    assert tile_side(520, 696) == 696  # one tile up to WHOLE_IMAGE_PIXELS
+    assert tile_side(2048, 2048) == 1024  # DEFAULT_TILE beyond
+    assert tile_side(520, 696, 256) == 256
 
 
 def test_bad_arguments(model_and_config, image):

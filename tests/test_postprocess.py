@@ -9,7 +9,12 @@ import pytest
 
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.metrics import score_image
-from napari_nucleiseg.postprocess import labels_from_maps, targets_from_labels, touching_border
+from napari_nucleiseg.postprocess import (
+    PostprocessConfig,
+    labels_from_maps,
+    targets_from_labels,
+    touching_border,
+)
 from napari_nucleiseg.samples import sample_folder
 
 
@@ -56,18 +61,18 @@ def test_shape_split_cuts_a_merged_pair_at_its_neck():
     pair = (disks([(30, 28)], radius=12) > 0) | (disks([(30, 50)], radius=11) > 0)
     body = pair.astype(np.float32)
     assert labels_from_maps(body, None).max() == 1
-    split = labels_from_maps(body, None, split_depth=1.0)
+    split = labels_from_maps(body, None, PostprocessConfig(split_depth=1.0))
     assert split.max() == 2
     assert split[30, 22] != split[30, 56]  # one nucleus each side of the neck
     assert np.count_nonzero(split) == np.count_nonzero(pair)  # the mask is kept whole
     # a single round nucleus and an elongated one stay whole
     one = (disks([(30, 40)], radius=14) > 0).astype(np.float32)
-    assert labels_from_maps(one, None, split_depth=1.0).max() == 1
+    assert labels_from_maps(one, None, PostprocessConfig(split_depth=1.0)).max() == 1
     yy, xx = np.mgrid[:64, :80]
     ellipse = (((yy - 32) / 9.0) ** 2 + ((xx - 40) / 30.0) ** 2 <= 1).astype(np.float32)
-    assert labels_from_maps(ellipse, None, split_depth=1.0).max() == 1
+    assert labels_from_maps(ellipse, None, PostprocessConfig(split_depth=1.0)).max() == 1
     # a depth beyond the neck's (the smaller peak rises about 6 px above it) keeps the pair whole
-    assert labels_from_maps(body, None, split_depth=7.0).max() == 1
+    assert labels_from_maps(body, None, PostprocessConfig(split_depth=7.0)).max() == 1
 
 
 def test_shape_split_leaves_single_and_already_split_nuclei_alone():
@@ -76,7 +81,9 @@ def test_shape_split_leaves_single_and_already_split_nuclei_alone():
     u, v = ((yy - 30.5) + (xx - 40.5)) / np.sqrt(2), ((yy - 30.5) - (xx - 40.5)) / np.sqrt(2)
     ellipse = ((u / 14.0) ** 2 + (v / 6.0) ** 2 <= 1).astype(np.float32)
     for depth in (0.5, 1.0, 2.0):
-        assert labels_from_maps(ellipse, None, split_depth=depth).max() == 1, depth
+        assert labels_from_maps(ellipse, None, PostprocessConfig(split_depth=depth)).max() == 1, (
+            depth
+        )
     # a big and a small nucleus that the border map already separates keep their sizes
     labels = np.zeros((64, 80), np.uint16)
     labels[(yy - 32) ** 2 + (xx - 30) ** 2 <= 14**2] = 1
@@ -84,7 +91,7 @@ def test_shape_split_leaves_single_and_already_split_nuclei_alone():
     body, border = targets_from_labels(labels)
     body = body + np.random.default_rng(0).normal(0, 0.01, body.shape).astype(np.float32)
     plain = labels_from_maps(body, border)
-    split = labels_from_maps(body, border, split_depth=1.0)
+    split = labels_from_maps(body, border, PostprocessConfig(split_depth=1.0))
     assert plain.max() == split.max() == 2
     np.testing.assert_array_equal(split, plain)
 
@@ -93,15 +100,15 @@ def test_min_size_removes_tiny_objects():
     labels = disks([(30, 25)], radius=10)
     labels[5:7, 70:72] = 2  # 4 pixels
     body, border = targets_from_labels(labels)
-    assert labels_from_maps(body, border, min_size=1, min_seed_size=1).max() == 2
-    kept = labels_from_maps(body, border, min_size=10)
+    assert labels_from_maps(body, border, PostprocessConfig(min_size=1, min_seed_size=1)).max() == 2
+    kept = labels_from_maps(body, border, PostprocessConfig(min_size=10))
     assert kept.max() == 1 and kept[5, 70] == 0
 
 
 def test_unseeded_blob_still_becomes_a_nucleus():
     body = np.zeros((40, 40), np.float32)
     body[10:20, 10:20] = 0.6  # above the mask threshold, below the seed threshold
-    labels = labels_from_maps(body, None, prob_threshold=0.5, seed_threshold=0.7)
+    labels = labels_from_maps(body, None, PostprocessConfig(prob_threshold=0.5, seed_threshold=0.7))
     assert labels.max() == 1 and (labels > 0).sum() == 100
 
 
@@ -115,7 +122,7 @@ def test_perfect_maps_recover_a_real_image_fast():
     big_border = np.tile(border, (3, 3))[:520, :696]
     labels_from_maps(big, big_border)
     start = time.perf_counter()
-    labels_from_maps(big, big_border, prob_threshold=0.4)
+    labels_from_maps(big, big_border, PostprocessConfig(prob_threshold=0.4))
     assert time.perf_counter() - start < 1.0  # measured ~0.03 s; loose for slow CI
 
 

@@ -23,10 +23,11 @@ import torch
 from PIL import Image
 
 from conftest import SHARED
-from napari_nucleiseg.inference import labels_from_predicted, predict_maps
+from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import read_sample, stage1
 from napari_nucleiseg.models import DEFAULT_MODEL, load_model, shipped_models
 from napari_nucleiseg.models.checkpoint import FORMAT, VERSION, read_checkpoint
+from napari_nucleiseg.pipeline import segment
 from napari_nucleiseg.preprocess import MIN_CONTRAST, contrast
 from napari_nucleiseg.samples import sample_folder
 
@@ -235,19 +236,12 @@ def test_an_image_without_nuclei_gives_none():
     model, config = load_model(DEFAULT_MODEL)
     for name, array in flat_and_noise().items():
         assert contrast(array) < MIN_CONTRAST, name
-        maps = predict_maps(model, config, array)
-        labels = labels_from_predicted(_drain(maps), config)
+        _, labels = drain(segment(model, config, array))
         assert labels.max() == 0, f"{name}: {labels.max()} nuclei"
     real = read_sample(sample_folder("fluorescence"))
     assert contrast(real.image) > 3 * MIN_CONTRAST
-    labels = labels_from_predicted(_drain(predict_maps(model, config, real.image)), config)
+    _, labels = drain(segment(model, config, real.image))
     assert labels.max() >= 40  # 57 true nuclei
-
-
-def _drain(gen):
-    from napari_nucleiseg.inference import drain
-
-    return drain(gen)
 
 
 @pytest.mark.slow

@@ -113,8 +113,10 @@ def big_inputs(fluo, folder: Path) -> tuple[Path, Path]:
     """The sample tiled 4 x 4 (1024 x 1024, ~900 nuclei): an export of a few seconds."""
     step = int(fluo.labels.max())
     labels = np.block(
-        [[np.where(fluo.labels > 0, fluo.labels + (4 * i + j) * step, 0) for j in range(4)]
-         for i in range(4)]
+        [
+            [np.where(fluo.labels > 0, fluo.labels + (4 * i + j) * step, 0) for j in range(4)]
+            for i in range(4)
+        ]
     )
     image = folder / "big.png"
     Image.fromarray(np.tile(fluo.image, (4, 4, 1))).save(image)
@@ -154,11 +156,15 @@ def test_killed_export_is_cleaned_up_by_the_next(fluo, tmp_path):
 def test_lock_is_freed_when_its_holder_is_killed(fluo, tmp_path):
     ex.export_sample(tmp_path, "a", fluo.image, fluo.labels)
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from napari_nucleiseg.io.export import root_lock\n"
-         "with root_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)",
-         str(tmp_path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from napari_nucleiseg.io.export import root_lock\n"
+            "with root_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline() == "held\n"
@@ -175,4 +181,3 @@ def test_lock_is_freed_when_its_holder_is_killed(fluo, tmp_path):
     assert json.loads((tmp_path / ex.MANIFEST).read_text())["samples"]["a"]["split"] == "validation"
     ex.export_sample(tmp_path, "b", fluo.image, fluo.labels)
     assert sorted(assert_consistent(tmp_path)) == ["a", "b"]
-

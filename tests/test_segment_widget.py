@@ -20,10 +20,10 @@ from conftest import open_dock
 from napari_nucleiseg._napari import sample_data
 from napari_nucleiseg._napari._models import get_model, model_card
 from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
-from napari_nucleiseg.inference import labels_from_predicted
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import DEFAULT_MODEL, ModelConfig, TrainingInfo, shipped_models
+from napari_nucleiseg.pipeline import labels_from_predicted
 from napari_nucleiseg.samples import sample_folder
 
 #: a regression floor: the shipped default model's DSB2018 score on the fluorescence sample
@@ -140,12 +140,12 @@ def test_threshold_reruns_postprocessing_only(make_napari_viewer, qtbot, tiny_ch
         widget._prob.value = 0.7
         qtbot.waitUntil(lambda: not np.array_equal(labels.data, before), timeout=WAIT_MS)
         qtbot.waitUntil(lambda: widget._relabel_worker is None, timeout=WAIT_MS)
-        thresholds = {"prob_threshold": 0.7, "seed_threshold": 0.6, "min_size": 10}
+        post = replace(config.postprocess, prob_threshold=0.7, seed_threshold=0.6, min_size=10)
         maps = widget._result.maps[0]
-        expected = labels_from_predicted(maps, config, **thresholds, split_depth=0.0)
+        expected = labels_from_predicted(maps, config, replace(post, split_depth=0.0))
         np.testing.assert_array_equal(labels.data, expected)
         # the shape split is a knob like the others
-        split = labels_from_predicted(maps, config, **thresholds, split_depth=0.5)
+        split = labels_from_predicted(maps, config, replace(post, split_depth=0.5))
         assert split.max() > expected.max(), "this image must have merged nuclei to split"
         widget._split.value = 0.5
         qtbot.waitUntil(lambda: widget._relabel_worker is None, timeout=WAIT_MS)

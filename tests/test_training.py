@@ -202,7 +202,7 @@ def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
     monkeypatch.setattr(
         tune,
         "labels_from_predicted",
-        lambda maps, cfg: scored.append(cfg.postprocess.split_depth) or real(maps, cfg),
+        lambda maps, cfg, post: scored.append(post.split_depth) or real(maps, cfg, post),
     )
     best, best_result, default_score = tune.tune_postprocess(
         config.build(), config, samples, prob_thresholds=(0.3, 0.5), seed_thresholds=(0.5, 0.7)

@@ -239,8 +239,9 @@ def _check_outputs(inputs: list[tuple[str, Path]], out: Path, written: list[Path
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .devices import resolve_device
-    from .inference import drain, labels_from_predicted, predict_maps
+    from .inference import drain
     from .models import DEFAULT_MODEL, load_model
+    from .pipeline import segment
 
     inputs = collect_images(args.inputs)
     for _, path in inputs:  # a bad input is refused before the first image runs
@@ -282,12 +283,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     total = 0
     for image_id, path in _progress(todo, "predict"):
         image = read_image_file(path)
-        maps = drain(
-            predict_maps(
-                model, config, image, device=device, tile_size=args.tile_size, tta=args.tta
-            )
+        _, (labels,) = drain(
+            segment(model, config, image, device=device, tile_size=args.tile_size, tta=args.tta)
         )
-        labels = labels_from_predicted(maps, config)
         _write_tiff(targets[image_id], labels)
         total += int(labels.max())
     print(f"{total} nuclei in {len(todo)} image(s) -> {out}", file=sys.stderr)
@@ -354,6 +352,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .devices import resolve_device
+    from .inference import drain
     from .models import load_model, resolve_checkpoint, save_checkpoint
     from .models.checkpoint import TrainingInfo
     from .training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
@@ -413,36 +412,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, train_samples, val_samples, settings, model=model, checkpoint=out, device=device
     )
     bar = None
-    try:
-        while True:
-            p = next(gen)
-            if p.phase == "step":
-                if bar is None:
-                    bar = tqdm(
-                        total=p.steps,
-                        desc=f"epoch {p.epoch}/{p.epochs}",
-                        file=sys.stderr,
-                        leave=False,
-                        disable=None,
-                    )
-                bar.update(1)
-                bar.set_postfix(loss=f"{p.loss:.3f}")
-            else:
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                val = (
-                    ""
-                    if p.val_score is None
-                    else f" val DSB {p.val_score:.4f} (best {p.best_score:.4f})"
-                )
-                print(
-                    f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, lr {p.lr:.2e}{val}",
+
+    def show(p) -> None:  # a bar per epoch, a line at its end
+        nonlocal bar
+        if p.phase == "step":
+            if bar is None:
+                bar = tqdm(
+                    total=p.steps,
+                    desc=f"epoch {p.epoch}/{p.epochs}",
                     file=sys.stderr,
-                    flush=True,
+                    leave=False,
+                    disable=None,
                 )
-    except StopIteration as stop:
-        result = stop.value
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.loss:.3f}")
+            return
+        if bar is not None:
+            bar.close()
+            bar = None
+        val = "" if p.val_score is None else f" val DSB {p.val_score:.4f} (best {p.best_score:.4f})"
+        print(
+            f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, lr {p.lr:.2e}{val}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    result = drain(gen, show)
     if result.checkpoint is not None:  # the final card holds the whole history
         save_checkpoint(result.checkpoint, result.model, result.config)
     print(

@@ -2,22 +2,20 @@
 
 ``predict_maps`` is a generator (it yields ``(done, total)`` after each batch
 of tiles and returns the maps) so that a napari ``thread_worker`` can report
-progress and cancel between batches; :func:`drain` runs it to the end in a
-script, and :func:`segment` is the one-call path from image to labels.
+progress and cancel between batches; :func:`drain` runs any such generator to
+the end in a script. From image to labels: :func:`napari_nucleiseg.pipeline.segment`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator
-from dataclasses import asdict
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
 from .devices import memory_format, resolve_device
-from .postprocess import labels_from_maps
 from .preprocess import MIN_CONTRAST, contrast, normalize
 
 if TYPE_CHECKING:
@@ -32,7 +30,6 @@ _FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 T = TypeVar("T")
 Y = TypeVar("Y")
-Progress = Generator[tuple[int, int], None, T]
 
 
 def drain(gen: Generator[Y, None, T], progress: Callable[[Y], object] | None = None) -> T:
@@ -110,6 +107,17 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def tile_side(height: int, width: int, tile_size: int | None = None) -> int:
+    """The tile side :func:`predict_maps` starts from on a (padded) ``height x width`` image.
+
+    ``tile_size`` if given; else the whole image up to ``WHOLE_IMAGE_PIXELS``,
+    ``DEFAULT_TILE`` beyond. (``predict_maps`` then rounds it down to the divisor.)
+    """
+    if tile_size is not None:
+        return tile_size
+    return max(height, width) if height * width <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE
+
+
 def predict_maps(
     model: SegmentationModel,
     config: ModelConfig,
@@ -120,7 +128,7 @@ def predict_maps(
     overlap: int = 96,
     batch_size: int = 4,
     tta: bool = False,
-) -> Progress[np.ndarray]:
+) -> Generator[tuple[int, int], None, np.ndarray]:
     """Probability maps of an image of any size; a generator of progress.
 
     Normalises with ``config.normalization``, pads (by reflection) to the
@@ -168,9 +176,7 @@ def predict_maps(
     div = model.divisor
     ph, pw = -(-h // div) * div, -(-w // div) * div
     x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect" if min(h, w) > 1 else "edge")
-    if tile_size is None:
-        tile_size = max(ph, pw) if ph * pw <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE
-    tile = max(div, tile_size // div * div)
+    tile = max(div, tile_side(ph, pw, tile_size) // div * div)
     th, tw = min(tile, ph), min(tile, pw)
     ys, xs = tile_starts(ph, th, overlap, div), tile_starts(pw, tw, overlap, div)
     wy = {y: _ramp(th, y, ph, overlap) for y in ys}
@@ -209,61 +215,3 @@ def predict_maps(
         model.train(was_training)
     out /= np.outer(norm_y, norm_x)
     return np.ascontiguousarray(out[:, :h, :w])
-
-
-def labels_from_predicted(maps: np.ndarray, config: ModelConfig, **overrides) -> np.ndarray:
-    """Instance labels from :func:`predict_maps` output with the config's thresholds.
-
-    Parameters
-    ----------
-    maps : (M, H, W) ndarray of float32
-        Maps in the order of ``config.maps``; every map after the body (border,
-        contour) counts as a separator.
-    **overrides
-        Thresholds replacing the config's (see ``PostprocessConfig``).
-
-    Returns
-    -------
-    (H, W) ndarray of uint16 or uint32
-    """
-    params = {**asdict(config.postprocess), **overrides}
-    return labels_from_maps(maps[0], maps[1:].max(axis=0), **params)
-
-
-def segment(
-    image: np.ndarray,
-    model: SegmentationModel,
-    config: ModelConfig,
-    *,
-    device: str | torch.device | None = None,
-    tile_size: int | None = None,
-    overlap: int = 96,
-    batch_size: int = 4,
-    tta: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    **thresholds,
-) -> np.ndarray:
-    """Instance labels of an image: normalise, network, seeded watershed.
-
-    Parameters are those of :func:`predict_maps`, plus ``progress`` (called
-    with (done, total)) and threshold overrides (see ``PostprocessConfig``).
-
-    Returns
-    -------
-    (H, W) ndarray of uint16 (uint32 beyond 65,535 nuclei)
-        0 = background.
-    """
-    maps = drain(
-        predict_maps(
-            model,
-            config,
-            image,
-            device=device,
-            tile_size=tile_size,
-            overlap=overlap,
-            batch_size=batch_size,
-            tta=tta,
-        ),
-        None if progress is None else lambda step: progress(*step),
-    )
-    return labels_from_predicted(maps, config, **thresholds)

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QVBoxLay
 from superqt import QCollapsible
 
 from ..metrics import DatasetScore, score_dataset
-from ..stack import Index, leading_shape
+from ..pipeline import Index, leading_shape
 from . import _metadata as meta
 
 _GEOMETRY = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")

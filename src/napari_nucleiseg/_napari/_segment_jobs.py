@@ -1,10 +1,10 @@
 """The work of the segmentation widget, run in ``thread_worker``s: no layer is touched here.
 
-:func:`segment` runs the network over the planes and post-processes them;
-:func:`relabel` re-runs only the post-processing on kept maps (a knob moved).
-Both re-raise any failure as :class:`SegmentationFailed` with a one-line
-message, because a worker silently drops a ``RuntimeError`` (torch's usual
-error type) instead of reporting it.
+:func:`segment` runs the pipeline over the planes; :func:`relabel` re-runs
+only the post-processing on kept maps (a knob moved). Both re-raise any
+failure as :class:`SegmentationFailed` with a one-line message, because a
+worker silently drops a ``RuntimeError`` (torch's usual error type) instead
+of reporting it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import pipeline
 from ..errors import NucleisegError
 from ..models import ModelConfig
-from ..stack import Cancelled, Index, PlaneStep, labels_of_planes, predict_planes
+from ..pipeline import Cancelled, Index, Progress, labels_of_planes
+from ..postprocess import PostprocessConfig
 from ._models import get_model, one_line
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ class Request:
     device: str
     tile_size: int | None
     tta: bool
-    thresholds: dict
+    post: PostprocessConfig
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -59,19 +61,16 @@ class Result:
     edited: bool = False
 
 
-def segment(req: Request) -> Generator[tuple[float, str], None, Result | None]:
-    """The worker: network, then labels; yields (fraction, what); returns None if cancelled."""
+def segment(req: Request) -> Generator[Progress, None, Result | None]:
+    """The worker: network, then labels; returns None if cancelled."""
     try:
         # napari imports pandas when it makes the first Labels layer: do it here, off the GUI thread
         importlib.import_module("pandas")
         model, config = get_model(req.model, req.device)
-        network = predict_planes(
-            model, config, req.data, req.planes, device=req.device,
+        maps, labels = yield from pipeline.segment(
+            model, config, req.data, req.planes, post=req.post, device=req.device,
             tile_size=req.tile_size, tta=req.tta, stop=req.stop,
         )  # fmt: skip
-        maps = yield from _steps(network, 0.0, 0.9, "tile")
-        post = labels_of_planes(maps, config, req.stop, **req.thresholds)
-        labels = yield from _steps(post, 0.9, 0.1, "post-processing")
     except Cancelled:
         return None
     except Exception as exc:  # a RuntimeError would be swallowed by the worker: re-raise as ours
@@ -79,21 +78,9 @@ def segment(req: Request) -> Generator[tuple[float, str], None, Result | None]:
     return Result(req.image, req.planes, config, maps, labels, model=req.model)
 
 
-def _steps(gen: Generator[PlaneStep, None, np.ndarray], start: float, share: float, what: str):
-    """Re-yield a stage's steps as (overall fraction, text); return its value."""
-    while True:
-        try:
-            step = next(gen)
-        except StopIteration as end:
-            return end.value
-        where = f"plane {step.plane + 1}/{step.planes}, " if step.planes > 1 else ""
-        detail = f" {step.done}/{step.total}" if what == "tile" else ""
-        yield start + share * step.fraction, f"{where}{what}{detail}"
-
-
-def relabel(maps: np.ndarray, config: ModelConfig, thresholds: dict):
+def relabel(maps: np.ndarray, config: ModelConfig, post: PostprocessConfig):
     """The worker of a knob move: post-processing only, on the kept maps; returns labels."""
     try:
-        return (yield from labels_of_planes(maps, config, **thresholds))
+        return (yield from labels_of_planes(maps, config, post))
     except Exception as exc:
         raise SegmentationFailed(f"Post-processing failed: {one_line(exc)}") from exc

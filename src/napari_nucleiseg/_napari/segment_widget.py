@@ -1,8 +1,8 @@
 """The "Segment nuclei" dock widget: one click from an image layer to a Labels layer.
 
-The network runs in a ``thread_worker`` over :mod:`napari_nucleiseg.stack`'s
-generators; the maps it returns are kept, so that moving a threshold re-runs
-only the post-processing. Layers are touched only on the GUI thread.
+The network runs in a ``thread_worker`` over :func:`napari_nucleiseg.pipeline.segment`;
+the maps it returns are kept, so that moving a threshold re-runs only the
+post-processing. Layers are touched only on the GUI thread.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from napari.utils.theme import get_theme
 from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..models import shipped_models
-from ..stack import plane_indices
+from ..pipeline import Progress, plane_indices
+from ..postprocess import PostprocessConfig
 from . import _layers
 from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
@@ -245,6 +246,7 @@ class SegmentWidget(Container):
         """A new model: its card, and its thresholds as the knobs' defaults."""
         source = self._model.value
         self._result = None  # the kept maps belong to the previous model
+        self._model_post = PostprocessConfig()  # until the model's own is read
         self._card.tooltip = ""
         if source in (None, LOAD):
             none = not shipped_models()
@@ -262,7 +264,7 @@ class SegmentWidget(Container):
             self._update_run_button()
             return
         self._card.value, self._card.tooltip = model_card(source, config)
-        pp = config.postprocess
+        pp = self._model_post = config.postprocess
         self._quiet = True
         try:
             self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
@@ -275,13 +277,15 @@ class SegmentWidget(Container):
     def _on_device(self, _value=None) -> None:
         self._device_line.value = device_line(self._device.value)
 
-    def _thresholds(self) -> dict:
-        return {
-            "prob_threshold": float(self._prob.value),
-            "seed_threshold": float(self._seed.value),
-            "min_size": int(self._min_size.value),
-            "split_depth": float(self._split.value),
-        }
+    def _post(self) -> PostprocessConfig:
+        """The model's post-processing with the knobs' thresholds."""
+        return replace(
+            self._model_post,
+            prob_threshold=float(self._prob.value),
+            seed_threshold=float(self._seed.value),
+            min_size=int(self._min_size.value),
+            split_depth=float(self._split.value),
+        )
 
     def _update_run_button(self) -> None:
         busy = self._worker is not None
@@ -300,7 +304,7 @@ class SegmentWidget(Container):
         self._request = req = Request(
             image=image, data=_layers.image_data(image), planes=planes,
             model=self._model.value, device=self._device.value, tile_size=self._tile.value,
-            tta=self._tta.value, thresholds=self._thresholds(),
+            tta=self._tta.value, post=self._post(),
         )  # fmt: skip
         self._life.stops = [req.stop]
         self._worker = create_worker(
@@ -326,11 +330,10 @@ class SegmentWidget(Container):
         self._status.value = "Cancelling…"
 
     @while_alive
-    def _on_step(self, step: tuple[float, str]) -> None:
-        fraction, what = step
-        self._progress.value = int(1000 * fraction)
+    def _on_step(self, step: Progress) -> None:
+        self._progress.value = int(1000 * step.fraction)
         if not self._request.stop.is_set():
-            _layers.show_line(self._status, f"Segmenting {self._request.image.name}: {what}")
+            _layers.show_line(self._status, f"Segmenting {self._request.image.name}: {step.text}")
 
     @while_alive
     def _on_failed(self, exc: Exception) -> None:
@@ -357,19 +360,17 @@ class SegmentWidget(Container):
         self._result = result
         if self._show_maps.value:
             self._show_probability_maps()
-        self._show_labels(result.labels, self._request.thresholds)
-        if self._thresholds() != self._request.thresholds:  # a knob moved during the run
+        self._show_labels(result.labels, self._request.post)
+        if self._post() != self._request.post:  # a knob moved during the run
             self._on_knob()
 
     # ---- results ------------------------------------------------------------------------
-    def _show_labels(self, labels: np.ndarray, thresholds: dict) -> None:
+    def _show_labels(self, labels: np.ndarray, post: PostprocessConfig) -> None:
         res = self._result
         res.labels = labels
         if res.layer is not None:
             res.layer.events.paint.disconnect(self._on_paint)
-        made = meta.segmentation(
-            res.image, res.model, replace(res.config.postprocess, **thresholds)
-        )
+        made = meta.segmentation(res.image, res.model, post)
         res.layer = _layers.put_layer(
             self._viewer, Labels, f"{res.image.name} nuclei", res.image, res.planes, labels,
             metadata=made,
@@ -414,19 +415,19 @@ class SegmentWidget(Container):
             self._relabel_again = True
             return
         self._relabel_again = False
-        thresholds = self._thresholds()
+        post = self._post()
         self._relabel_worker = create_worker(
-            relabel, res.maps, res.config, thresholds, _start_thread=False,
+            relabel, res.maps, res.config, post, _start_thread=False,
             _worker_class=GeneratorWorker,
-            _connect={"returned": self._on_relabelled(res, thresholds),
+            _connect={"returned": self._on_relabelled(res, post),
                       "finished": self._on_relabel_done, "errored": self._on_failed},
         )  # fmt: skip
         self._relabel_worker.start()
 
-    def _on_relabelled(self, res: Result, thresholds: dict):
+    def _on_relabelled(self, res: Result, post: PostprocessConfig):
         def show(labels: np.ndarray) -> None:
             if self._life.alive and self._result is res and not res.edited:
-                self._show_labels(labels, thresholds)
+                self._show_labels(labels, post)
 
         return show
 

@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import memory_format, resolve_device
-from ..inference import drain, labels_from_predicted, predict_maps
+from ..inference import drain
 from ..io import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel, save_checkpoint
+from ..pipeline import segment
 from .augment import AugmentConfig
 from .dataset import CropDataset
 
@@ -276,8 +277,8 @@ def evaluate(
     for sample in samples:
         if should_stop is not None and should_stop():
             return None
-        maps = drain(predict_maps(model, config, sample.image, device=device))
-        pairs.append((sample.id, sample.labels, labels_from_predicted(maps, config)))
+        _, (labels,) = drain(segment(model, config, sample.image, device=device))
+        pairs.append((sample.id, sample.labels, labels))
     return score_dataset(pairs)
 
 

@@ -6,10 +6,11 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..inference import drain, labels_from_predicted, predict_maps
+from ..inference import drain, predict_maps
 from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
+from ..pipeline import labels_from_predicted
 from ..postprocess import PostprocessConfig
 
 #: thresholds tried by :func:`tune_postprocess`
@@ -24,9 +25,8 @@ def score_postprocess(
 ) -> DatasetScore:
     """DSB2018 score of ``post`` on samples whose network maps are already known: only the
     post-processing runs, so many settings can be compared for one pass of the network."""
-    tuned = replace(config, postprocess=post)
     return score_dataset(
-        (s.id, s.labels, labels_from_predicted(m, tuned)) for s, m in zip(samples, maps)
+        (s.id, s.labels, labels_from_predicted(m, config, post)) for s, m in zip(samples, maps)
     )
 
 

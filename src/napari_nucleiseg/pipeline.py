@@ -1,0 +1,321 @@
+"""The one segmentation pipeline: image (or stack of planes) -> maps -> instance labels.
+
+The command line, the Segment dock, the benchmarks and (next) Dask workers all
+call :func:`segment`, a generator that yields a :class:`Progress` after every
+batch of tiles and every plane's post-processing and returns the maps and the
+labels; :func:`~napari_nucleiseg.inference.drain` runs it in a script. A GPU
+out-of-memory error retries the plane with smaller tiles, then on the CPU, and
+says so with a :class:`DeviceFallbackWarning`. Setting the ``stop`` event (from
+any thread) raises :class:`Cancelled` within one layer of the network.
+:func:`labels_of_planes` re-runs only the post-processing on kept maps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import warnings
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+import torch
+
+from .devices import resolve_device
+from .inference import predict_maps, tile_side
+from .postprocess import PostprocessConfig, labels_from_maps
+
+if TYPE_CHECKING:
+    from .models import ModelConfig, SegmentationModel
+
+#: smallest tile tried after a GPU out-of-memory error, before moving to the CPU
+MIN_FALLBACK_TILE = 256
+#: share of the progress bar taken by the network (post-processing takes the rest)
+NETWORK_SHARE = 0.9
+
+Index = tuple[int, ...]
+T = TypeVar("T")
+Y = TypeVar("Y")
+
+
+class Cancelled(Exception):
+    """Raised when the stop event is set (inside a forward pass, or between planes)."""
+
+
+class DeviceFallbackWarning(UserWarning):
+    """The GPU ran out of memory; the run went on with smaller tiles or on the CPU."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is: the fraction done overall, in [0, 1], and what it is doing."""
+
+    fraction: float
+    text: str
+
+
+def leading_shape(shape: Sequence[int], rgb: bool) -> tuple[int, ...]:
+    """The leading (non-spatial) dimensions of an image of ``shape``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(..., H, W)`` or, with ``rgb``, ``(..., H, W, C)``.
+    rgb : bool
+        Whether the last axis holds colour channels.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two spatial dimensions.
+    """
+    spatial = len(shape) - (1 if rgb else 0)
+    if spatial < 2:
+        raise ValueError(f"image of shape {tuple(shape)} has no (H, W) plane")
+    return tuple(int(n) for n in shape[: spatial - 2])
+
+
+def plane_indices(lead: Sequence[int]) -> list[Index]:
+    """Every index over the leading dimensions ``lead``, in C order (``[()]`` for a 2-D image)."""
+    return list(itertools.product(*(range(n) for n in lead)))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a GPU (CUDA or MPS) out-of-memory error."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Cancelled
+
+
+@contextmanager
+def stop_switch(model: torch.nn.Module, stop: threading.Event | None) -> Iterator[None]:
+    """Make every module of ``model`` raise :class:`Cancelled` once ``stop`` is set.
+
+    The check runs before each layer, so a forward pass of seconds stops in
+    milliseconds. The hooks are removed on exit.
+    """
+    if stop is None:
+        yield
+        return
+    handles = [m.register_forward_pre_hook(lambda m, a: _check(stop)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _relay(
+    gen: Generator[Y, None, T], step: Callable[[Y], Progress]
+) -> Generator[Progress, None, T]:
+    """Re-yield ``step(item)`` for every item of ``gen``; return ``gen``'s value."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as end:
+            return end.value
+        yield step(item)
+
+
+def predict_with_fallback(
+    model: SegmentationModel,
+    config: ModelConfig,
+    image: np.ndarray,
+    *,
+    device: torch.device,
+    tile_size: int | None = None,
+    tta: bool = False,
+    batch_size: int = 4,
+) -> Generator[tuple[int, int], None, tuple[np.ndarray, torch.device, int | None]]:
+    """:func:`~napari_nucleiseg.inference.predict_maps`, retried after GPU out-of-memory errors.
+
+    Retries with half the tile side (and one tile per batch) down to
+    ``MIN_FALLBACK_TILE``, then on the CPU with the original tile size,
+    warning with :class:`DeviceFallbackWarning` each time.
+
+    Yields
+    ------
+    (done, total) : (int, int)
+        As ``predict_maps``; a retry starts again from 0.
+
+    Returns
+    -------
+    maps : (M, H, W) ndarray of float32
+    device : torch.device
+        The device that succeeded (keep it for the next planes).
+    tile_size : int or None
+        The tile size that succeeded.
+
+    Raises
+    ------
+    RuntimeError
+        Out of memory on the CPU, or any other error of the network.
+    """
+    tile, batch = tile_size, batch_size
+    while True:
+        try:
+            maps = yield from predict_maps(
+                model, config, image, device=device, tile_size=tile, batch_size=batch, tta=tta
+            )
+            return maps, device, tile
+        except Exception as exc:
+            if not is_out_of_memory(exc) or device.type == "cpu":
+                raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        elif device.type == "mps":
+            torch.mps.empty_cache()
+        side = tile_side(*image.shape[:2], tile) // 2
+        if side >= MIN_FALLBACK_TILE:
+            tile, batch = side, 1
+            note = f"{device.type.upper()} ran out of memory; retrying with {side}-pixel tiles"
+        else:
+            device, tile, batch = torch.device("cpu"), tile_size, batch_size
+            note = "GPU ran out of memory even with small tiles; running on the CPU instead"
+        warnings.warn(note, DeviceFallbackWarning, stacklevel=2)
+
+
+def labels_from_predicted(
+    maps: np.ndarray, config: ModelConfig, post: PostprocessConfig | None = None
+) -> np.ndarray:
+    """Instance labels of one plane's maps: every map after the body (border, contour) separates.
+
+    Parameters
+    ----------
+    maps : (M, H, W) ndarray of float32
+        :func:`~napari_nucleiseg.inference.predict_maps` output, in the order of ``config.maps``.
+    config : ModelConfig
+    post : PostprocessConfig, optional
+        Thresholds; None: ``config.postprocess``.
+
+    Returns
+    -------
+    (H, W) ndarray of uint16 or uint32
+    """
+    return labels_from_maps(maps[0], maps[1:].max(axis=0), post or config.postprocess)
+
+
+def _where(i: int, n: int) -> str:
+    return f"plane {i + 1}/{n}, " if n > 1 else ""
+
+
+def _tile_step(plane: int, planes: int, step: tuple[int, int]) -> Progress:
+    """A step of the network (share ``NETWORK_SHARE`` of the whole run)."""
+    done, total = step
+    fraction = NETWORK_SHARE * (plane + done / max(total, 1)) / planes
+    return Progress(fraction, f"{_where(plane, planes)}tile {done}/{total}")
+
+
+def labels_of_planes(
+    maps: np.ndarray,
+    config: ModelConfig,
+    post: PostprocessConfig | None = None,
+    stop: threading.Event | None = None,
+    start: float = 0.0,
+) -> Generator[Progress, None, np.ndarray]:
+    """Instance labels of every plane's maps, a plane per step (a threshold moved: no network).
+
+    Parameters
+    ----------
+    maps : (P, M, H, W) ndarray of float32
+        As returned by :func:`segment`.
+    config : ModelConfig
+    post : PostprocessConfig, optional
+        Thresholds; None: ``config.postprocess``.
+    stop : threading.Event, optional
+        Checked between planes.
+    start : float
+        Progress fraction at the start (the share of the network before).
+
+    Returns
+    -------
+    (P, H, W) ndarray of uint16 (uint32 when a plane has more than 65,535 nuclei)
+        Each plane numbered 1..N on its own.
+
+    Raises
+    ------
+    Cancelled
+        ``stop`` was set.
+    """
+    planes = []
+    for i, plane_maps in enumerate(maps):
+        _check(stop)
+        planes.append(labels_from_predicted(plane_maps, config, post))
+        text = f"{_where(i, len(maps))}post-processing"
+        yield Progress(start + (1 - start) * (i + 1) / len(maps), text)
+    return np.stack(planes) if planes else np.zeros((0, *maps.shape[2:]), np.uint16)
+
+
+def segment(
+    model: SegmentationModel,
+    config: ModelConfig,
+    image,
+    planes: Sequence[Index] = ((),),
+    *,
+    post: PostprocessConfig | None = None,
+    device: str | torch.device | None = None,
+    tile_size: int | None = None,
+    tta: bool = False,
+    stop: threading.Event | None = None,
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """Maps and instance labels of the chosen 2-D planes of an image or stack.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+    config : ModelConfig
+    image : array-like, (..., H, W) or (..., H, W, C)
+        Any array that ``image[index]`` reads a plane from (numpy, dask, lazy stacks).
+    planes : sequence of tuple of int
+        Indices over the leading dimensions (see :func:`plane_indices`); the
+        default ``[()]`` is the 2-D image itself.
+    post : PostprocessConfig, optional
+        Thresholds; None: ``config.postprocess``.
+    device : str or torch.device, optional
+        Resolved with :func:`~napari_nucleiseg.devices.resolve_device`; None: the model's.
+    tile_size, tta
+        See :func:`~napari_nucleiseg.inference.predict_maps`.
+    stop : threading.Event, optional
+        Set it (from any thread) to stop within one network layer.
+
+    Yields
+    ------
+    Progress
+        After every batch of tiles and every plane's post-processing.
+
+    Returns
+    -------
+    maps : (P, M, H, W) ndarray of float32
+        Keep them to re-threshold with :func:`labels_of_planes`.
+    labels : (P, H, W) ndarray of uint16 (uint32 beyond 65,535 nuclei in a plane)
+
+    Raises
+    ------
+    Cancelled
+        ``stop`` was set.
+    """
+    dev = next(model.parameters()).device if device is None else resolve_device(device)
+    maps = np.empty((0, 0, 0, 0), np.float32)
+    with stop_switch(model, stop):
+        for i, index in enumerate(planes):
+            _check(stop)
+            run = predict_with_fallback(
+                model, config, np.asarray(image[index]), device=dev, tile_size=tile_size, tta=tta
+            )
+            plane, dev, tile_size = yield from _relay(run, partial(_tile_step, i, len(planes)))
+            if len(planes) == 1:  # its maps as they are: no copy of a huge image's maps
+                maps = plane[None]
+            else:
+                if i == 0:
+                    maps = np.empty((len(planes), *plane.shape), np.float32)
+                maps[i] = plane
+    labels = yield from labels_of_planes(maps, config, post, stop, NETWORK_SHARE)
+    return maps, labels
