@@ -178,6 +178,7 @@ def test_bad_checkpoint_gives_a_notification(make_napari_viewer, tmp_path, notes
     viewer = make_napari_viewer()
     open_sample(viewer)
     widget = make_widget(viewer)
+    before = widget._model.value  # the shipped default, or 'Load checkpoint…' without one
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"not a checkpoint")
     other = tmp_path / "other.pt"
@@ -187,7 +188,8 @@ def test_bad_checkpoint_gives_a_notification(make_napari_viewer, tmp_path, notes
         errors = [n for n in notes if n.severity == NotificationSeverity.ERROR]
         assert errors and path.name in errors[-1].message and "\n" not in errors[-1].message
         assert str(path) not in [c for c in widget._model.choices]
-    assert not widget._run.enabled or shipped_models()
+    assert widget._model.value == before  # a refused file leaves the choice as it was
+    assert widget._run.enabled == (before == DEFAULT_MODEL)
 
 
 def test_failed_run_is_a_notification(make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, notes):

@@ -15,7 +15,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -352,6 +351,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .devices import resolve_device
+    from .finetune import finetune_config
     from .inference import drain
     from .models import load_model, resolve_checkpoint, save_checkpoint
     from .models.checkpoint import TrainingInfo
@@ -373,19 +373,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     exclude = read_ids(args.exclude_ids) if args.exclude_ids else []
+    if args.base_model:  # what the base never saw, its fine-tune never sees
+        exclude = finetune_config(base, args.data, args.base_model, exclude).training.exclude_ids
     val_ids = read_ids(args.val_ids) if args.val_ids else []
     folders = find_samples(args.data, exclude_ids=set(exclude))
     print(f"reading {len(folders)} samples ...", file=sys.stderr)
     train_samples, val_samples = split_samples(read_samples(folders), val_ids)
     if not train_samples:
         raise FileProblem(args.data[0], "leaves no training sample after the exclusions")
-    info = TrainingInfo(
-        data_roots=[str(Path(d).resolve()) for d in args.data], exclude_ids=sorted(exclude)
-    )
-    if args.base_model:
-        # the base's model, a new training record that names where it started
-        config = replace(base, training=replace(info, base=base.training.lineage(args.base_model)))
+    if args.base_model:  # the base's network, a new record that names where it started
+        config = finetune_config(base, args.data, args.base_model, exclude)
     else:
+        info = TrainingInfo(
+            data_roots=[str(Path(d).resolve()) for d in args.data], exclude_ids=sorted(exclude)
+        )
         model, config = None, _new_network(args, info)
     settings = TrainConfig(
         epochs=args.epochs,

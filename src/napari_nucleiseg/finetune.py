@@ -190,9 +190,14 @@ def plan_validation(
 
 
 def finetune_config(
-    base: ModelConfig, data_roots: Sequence[str | os.PathLike], source: str | os.PathLike = ""
+    base: ModelConfig,
+    data_roots: Sequence[str | os.PathLike],
+    source: str | os.PathLike = "",
+    exclude_ids: Sequence[str] = (),
 ) -> ModelConfig:
-    """The base model's config with a new training record: its data roots plus ``data_roots``.
+    """The base model's config with a new training record: its data roots plus ``data_roots``,
+    its excluded ids plus ``exclude_ids`` (what the base never saw, a fine-tune never sees:
+    the test images stay unseen). The one fine-tune record of the Train dock and the CLI.
 
     ``source`` (the base's name or path) goes into the record's lineage.
     """
@@ -200,7 +205,7 @@ def finetune_config(
     roots += [r for r in (str(Path(d).resolve()) for d in data_roots) if r not in roots]
     info = TrainingInfo(
         data_roots=roots,
-        exclude_ids=list(base.training.exclude_ids),
+        exclude_ids=sorted({*base.training.exclude_ids, *exclude_ids}),
         base=base.training.lineage(source),
     )
     return replace(base, training=info)
