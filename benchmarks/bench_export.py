@@ -25,12 +25,10 @@ import warnings
 from pathlib import Path
 
 from napari_nucleiseg.io import list_samples, read_sample
-from napari_nucleiseg.io.export import (
-    export_sample,
-    export_tiff_layout,
-    read_manifest,
-    write_label_tiff,
-)
+from napari_nucleiseg.io.export import export_sample
+from napari_nucleiseg.io.images import write_label_tiff
+from napari_nucleiseg.io.manifest import read_manifest
+from napari_nucleiseg.io.tiff_layout import export_tiff_layout
 from napari_nucleiseg.samples import sample_folder
 
 DEFAULT_ROOT = Path(__file__).parents[2] / "shared" / "data" / "dsb2018" / "stage1_train"
@@ -55,8 +53,15 @@ def speed(root: Path, n: int) -> None:
         out.mkdir()
         start = time.perf_counter()
         for s in samples:
-            export_sample(out, s.id, s.image, s.labels, original=s.labels,
-                          mask_names=s.mask_names, source=s.path)
+            export_sample(
+                out,
+                s.id,
+                s.image,
+                s.labels,
+                original=s.labels,
+                mask_names=s.mask_names,
+                source=s.path,
+            )
         t_export = time.perf_counter() - start
         start = time.perf_counter()
         export_tiff_layout(out, Path(tmp) / "tiff")
@@ -71,9 +76,20 @@ def race_round(root: Path, inputs: list[Path], options: list[str], n: int, env) 
     """N exports started at once into ``root``; the counts of what survived."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "napari_nucleiseg.cli", "export", *map(str, inputs),
-             "-o", str(root), *(o.format(i=i) for o in options)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "napari_nucleiseg.cli",
+                "export",
+                *map(str, inputs),
+                "-o",
+                str(root),
+                *(o.format(i=i) for o in options),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for i in range(n)
     ]
@@ -81,7 +97,8 @@ def race_round(root: Path, inputs: list[Path], options: list[str], n: int, env) 
     manifest = read_manifest(root)
     folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     complete = [
-        p for p in folders
+        p
+        for p in folders
         if (p / "images" / f"{p.name}.png").is_file()
         and len(list((p / "masks").iterdir())) == manifest.get(p.name, {}).get("nuclei")
     ]
@@ -101,17 +118,20 @@ def race(n: int, repeats: int, pythonpath: Path | None) -> None:
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
     sample = read_sample(sample_folder("fluorescence"))
-    print(f"{n} concurrent exports into one root, {repeats} times per case "
-          f"({'package from ' + str(pythonpath) if pythonpath else 'this package'}); "
-          "sums over the repeats; consistent = complete folder with its manifest entry")
+    print(
+        f"{n} concurrent exports into one root, {repeats} times per case "
+        f"({'package from ' + str(pythonpath) if pythonpath else 'this package'}); "
+        "sums over the repeats; consistent = complete folder with its manifest entry"
+    )
     print()
-    columns = ["exit 0", "refused", "other errors", "samples", "entries", "consistent",
-               "leftovers"]
+    columns = ["exit 0", "refused", "other errors", "samples", "entries", "consistent", "leftovers"]
     print("| case | " + " | ".join(columns) + " |")
     print("| --- " * (len(columns) + 1) + "|")
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = [sample.path / "images" / f"{sample.id}.png",
-                  write_label_tiff(Path(tmp) / "labels.tif", sample.labels)]
+        inputs = [
+            sample.path / "images" / f"{sample.id}.png",
+            write_label_tiff(Path(tmp) / "labels.tif", sample.labels),
+        ]
         for case, options in CASES.items():
             totals = dict.fromkeys(columns, 0)
             for r in range(repeats):
@@ -119,9 +139,11 @@ def race(n: int, repeats: int, pythonpath: Path | None) -> None:
                 totals = {k: totals[k] + counts[k] for k in columns}
             print(f"| {case} | " + " | ".join(str(totals[k]) for k in columns) + " |", flush=True)
     print()
-    print(f"expected: different ids and --new-version keep {n * repeats} of each; one id: "
-          f"{repeats} exit 0, {(n - 1) * repeats} refused, {repeats} samples; --overwrite: "
-          f"{n * repeats} exit 0, {repeats} samples; no leftovers, no other errors")
+    print(
+        f"expected: different ids and --new-version keep {n * repeats} of each; one id: "
+        f"{repeats} exit 0, {(n - 1) * repeats} refused, {repeats} samples; --overwrite: "
+        f"{n * repeats} exit 0, {repeats} samples; no leftovers, no other errors"
+    )
 
 
 def main() -> None:

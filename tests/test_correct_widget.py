@@ -9,8 +9,9 @@ from napari.layers import Labels
 from conftest import open_dock, tree_digest
 from napari_nucleiseg._napari import _metadata as meta
 from napari_nucleiseg._napari.correct_widget import KEYS, CorrectWidget
-from napari_nucleiseg.io import export as ex
+from napari_nucleiseg.edit import compare_labels
 from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.io.manifest import read_manifest
 from napari_nucleiseg.samples import sample_folder
 
 
@@ -149,11 +150,11 @@ def test_export_and_reopen(opened, tmp_path, monkeypatch):
     viewer.open(str(result.path), plugin="napari-nucleiseg")
     reopened = viewer.layers[-1]
     assert len(viewer.layers) == before + 2 and isinstance(reopened, Labels)
-    assert ex.compare_labels(reopened.data, labels.data).total == 0
+    assert compare_labels(reopened.data, labels.data).total == 0
     assert np.array_equal(viewer.layers[-2].data, viewer.layers[0].data)
     kept = {names[i] for i in np.unique(original)[1:] if i not in (a, b, c)}
     assert kept <= set(reopened.metadata["mask_names"].values())
-    entry = ex.read_manifest(root)[result.id]
+    entry = read_manifest(root)[result.id]
     assert (entry["removed"], entry["changed"], entry["split"]) == (2, 1, "validation")
     assert entry["source"] == str(sample_folder("fluorescence"))
     # the source is untouched

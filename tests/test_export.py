@@ -17,7 +17,11 @@ from napari_nucleiseg import cli, edit
 from napari_nucleiseg.errors import FileProblem
 from napari_nucleiseg.io import export as ex
 from napari_nucleiseg.io import list_samples, read_label_image, read_sample
+from napari_nucleiseg.io.images import write_label_tiff
+from napari_nucleiseg.io.lock import LOCK_FILE
+from napari_nucleiseg.io.manifest import MANIFEST, read_manifest, set_split
 from napari_nucleiseg.io.stage1 import OverlapWarning
+from napari_nucleiseg.io.tiff_layout import export_tiff_layout, iter_export_tiff_layout
 from napari_nucleiseg.samples import sample_folder
 
 HEX_NAME = r"^[0-9a-f]{64}\.png$"
@@ -33,7 +37,7 @@ def same_up_to_renumbering(a: np.ndarray, b: np.ndarray) -> bool:
     """True when a and b partition the pixels into the same nuclei."""
     if a.shape != b.shape or not np.array_equal(a == 0, b == 0):
         return False
-    changes = ex.compare_labels(a, b)
+    changes = edit.compare_labels(a, b)
     return changes.total == 0
 
 
@@ -53,7 +57,7 @@ def assert_round_trip(folder: Path, root: Path) -> None:
     assert back.image.dtype == np.uint8 and np.array_equal(back.image, sample.image)
     assert np.array_equal(back.labels, sample.labels)  # same names -> same numbering
     assert back.mask_names == sample.mask_names
-    assert result.changes == ex.LabelChanges(0, 0, 0, len(sample.mask_names))
+    assert result.changes == edit.LabelChanges(0, 0, 0, len(sample.mask_names))
     for p in (result.path / "masks").iterdir():  # single-channel 0/255
         with Image.open(p) as im:
             assert im.mode == "L"
@@ -71,7 +75,7 @@ def test_round_trip_20_shared_samples(shared_data, tmp_path):
     folders = list_samples(shared_data / "stage1_train")[:20]
     for folder in folders:
         assert_round_trip(folder, tmp_path / "curated")
-    manifest = ex.read_manifest(tmp_path / "curated")
+    manifest = read_manifest(tmp_path / "curated")
     assert sorted(manifest) == sorted(f.name for f in folders)
 
 
@@ -103,7 +107,7 @@ def corrected(labels: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
 
 def test_changes_are_counted_and_names_kept(fluo, tmp_path):
     labels, expected = corrected(fluo.labels)
-    changes = ex.compare_labels(labels, fluo.labels)
+    changes = edit.compare_labels(labels, fluo.labels)
     assert {"removed": changes.removed, "changed": changes.changed, "added": changes.added} == (
         expected
     )
@@ -129,7 +133,7 @@ def test_changes_are_counted_and_names_kept(fluo, tmp_path):
         if name in new_names:  # the SHA-256 of the mask as written
             assert name == ex.mask_name(back.labels == label)
             assert len(name) == 68 and name.endswith(".png")
-    entry = json.loads((tmp_path / ex.MANIFEST).read_text())["samples"][fluo.id]
+    entry = json.loads((tmp_path / MANIFEST).read_text())["samples"][fluo.id]
     assert entry["model"] == "unet-test" and entry["split"] == "validation"
     assert (entry["added"], entry["removed"], entry["changed"]) == (2, 2, 2)
     assert entry["nuclei"] == len(back.mask_names) and entry["exported"]
@@ -138,16 +142,16 @@ def test_changes_are_counted_and_names_kept(fluo, tmp_path):
 def test_renumbering_changes_nothing(fluo):
     perm = np.random.default_rng(0).permutation(int(fluo.labels.max())) + 1
     relabelled = np.concatenate([[0], perm]).astype(fluo.labels.dtype)[fluo.labels]
-    changes = ex.compare_labels(relabelled, fluo.labels)
+    changes = edit.compare_labels(relabelled, fluo.labels)
     assert changes.total == 0 and changes.unchanged == len(fluo.mask_names)
     names, _ = ex.mask_file_names(relabelled, fluo.labels, fluo.mask_names)
     assert sorted(names.values()) == sorted(fluo.mask_names.values())
-    assert ex.compare_labels(fluo.labels, None).added == len(fluo.mask_names)
+    assert edit.compare_labels(fluo.labels, None).added == len(fluo.mask_names)
 
 
 def test_changes_with_sparse_huge_labels(fluo):
     big = fluo.labels.astype(np.uint32) * 60_000_000 // 2  # labels up to ~1.7e9
-    changes = ex.compare_labels(big, fluo.labels)
+    changes = edit.compare_labels(big, fluo.labels)
     assert changes.total == 0 and changes.unchanged == len(fluo.mask_names)
     assert set(changes.same) == set(np.unique(big).tolist()) - {0}
     names, _ = ex.mask_file_names(big, fluo.labels, fluo.mask_names)
@@ -172,9 +176,9 @@ def test_overwrite_and_new_version(fluo, tmp_path):
     v2 = ex.export_sample(tmp_path, fluo.id, fluo.image, fewer, if_exists="new-version")
     assert v2.id == f"{fluo.id}_v2" and v2.path.is_dir()
     assert ex.next_version_id(tmp_path, v2.id) == f"{fluo.id}_v3"
-    assert sorted(ex.read_manifest(tmp_path)) == [fluo.id, v2.id]
+    assert sorted(read_manifest(tmp_path)) == [fluo.id, v2.id]
     # nothing temporary is left (the lock file is kept), and the root reads as a stage-1 root
-    expected = [fluo.id, v2.id, ex.MANIFEST, ex.LOCK_FILE]
+    expected = [fluo.id, v2.id, MANIFEST, LOCK_FILE]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
     assert [p.name for p in list_samples(tmp_path)] == [fluo.id, v2.id]
 
@@ -266,28 +270,28 @@ def test_images_a_stage1_png_cannot_hold_are_refused(fluo, tmp_path):
 
 def test_set_split(fluo, tmp_path):
     ex.export_sample(tmp_path, fluo.id, fluo.image, fluo.labels)
-    assert ex.read_manifest(tmp_path)[fluo.id]["split"] == "train"
-    ex.set_split(tmp_path, fluo.id, "validation")
-    assert ex.read_manifest(tmp_path)[fluo.id]["split"] == "validation"
+    assert read_manifest(tmp_path)[fluo.id]["split"] == "train"
+    set_split(tmp_path, fluo.id, "validation")
+    assert read_manifest(tmp_path)[fluo.id]["split"] == "validation"
     with pytest.raises(ValueError):
-        ex.set_split(tmp_path, fluo.id, "test")
+        set_split(tmp_path, fluo.id, "test")
     with pytest.raises(FileProblem, match="no sample"):
-        ex.set_split(tmp_path, "nope", "train")
-    (tmp_path / ex.MANIFEST).write_text("[1, 2]")
+        set_split(tmp_path, "nope", "train")
+    (tmp_path / MANIFEST).write_text("[1, 2]")
     with pytest.raises(FileProblem, match="manifest"):
-        ex.read_manifest(tmp_path)
+        read_manifest(tmp_path)
 
 
 def test_label_tiff(fluo, tmp_path):
-    path = ex.write_label_tiff(tmp_path / "sub" / "labels.tif", fluo.labels)
+    path = write_label_tiff(tmp_path / "sub" / "labels.tif", fluo.labels)
     assert np.array_equal(read_label_image(path), fluo.labels)
     with pytest.raises(FileProblem, match="already exists"):
-        ex.write_label_tiff(path, fluo.labels)
-    ex.write_label_tiff(path, fluo.labels[::-1], overwrite=True)
+        write_label_tiff(path, fluo.labels)
+    write_label_tiff(path, fluo.labels[::-1], overwrite=True)
     assert np.array_equal(read_label_image(path), fluo.labels[::-1])
     big = np.zeros((4, 4), np.int64)
     big[0, 0] = 70000
-    assert read_label_image(ex.write_label_tiff(tmp_path / "big.tif", big)).dtype == np.uint32
+    assert read_label_image(write_label_tiff(tmp_path / "big.tif", big)).dtype == np.uint32
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["labels.tif"]
 
 
@@ -298,7 +302,7 @@ def test_tiff_layout(small_root, tmp_path):
         ex.export_sample(curated, s.id, s.image, s.labels, split=("train", "validation")[i % 2])
     out = tmp_path / "tiffs"
     steps = []
-    gen = ex.iter_export_tiff_layout(curated, out)
+    gen = iter_export_tiff_layout(curated, out)
     try:
         while True:
             steps.append(next(gen))
@@ -310,9 +314,9 @@ def test_tiff_layout(small_root, tmp_path):
         masks = read_label_image(out / "masks" / f"{sample_id}.tif")
         assert same_up_to_renumbering(masks, s.labels)
     with pytest.raises(FileProblem, match="already exists"):
-        ex.export_tiff_layout(curated, out)
-    val = ex.export_tiff_layout(curated, tmp_path / "val", split="validation")
-    manifest = ex.read_manifest(curated)
+        export_tiff_layout(curated, out)
+    val = export_tiff_layout(curated, tmp_path / "val", split="validation")
+    manifest = read_manifest(curated)
     expected = sorted(k for k, v in manifest.items() if v["split"] == "validation")
     assert sorted(p.stem for p in (val / "images").iterdir()) == expected
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -332,7 +336,7 @@ def run(capsys):
 
 
 def test_cli_export(run, fluo, tmp_path):
-    labels_path = ex.write_label_tiff(tmp_path / "in" / "labels.tif", fluo.labels)
+    labels_path = write_label_tiff(tmp_path / "in" / "labels.tif", fluo.labels)
     image_path = fluo.path / "images" / f"{fluo.id}.png"
     root = tmp_path / "curated"
     code, _, err = run("export", image_path, labels_path, "-o", root)
@@ -352,7 +356,7 @@ def test_cli_export(run, fluo, tmp_path):
     )
     assert code == 0, err
     assert read_sample(root / "mine").mask_names == fluo.mask_names
-    assert ex.read_manifest(root)["mine"]["source"] == str(fluo.path)
+    assert read_manifest(root)["mine"]["source"] == str(fluo.path)
     code, _, err = run(
         "export", image_path, labels_path, "-o", root, "--id", "mine", "--new-version"
     )
@@ -361,7 +365,7 @@ def test_cli_export(run, fluo, tmp_path):
 
 def test_cli_export_bad_input(run, fluo, tmp_path):
     image_path = fluo.path / "images" / f"{fluo.id}.png"
-    wrong = ex.write_label_tiff(tmp_path / "wrong.tif", np.zeros((5, 5), np.uint16))
+    wrong = write_label_tiff(tmp_path / "wrong.tif", np.zeros((5, 5), np.uint16))
     code, _, err = run("export", image_path, wrong, "-o", tmp_path / "out")
     assert code == 1 and "wrong.tif" in err
     code, _, err = run("export", tmp_path / "missing.png", wrong, "-o", tmp_path / "out")

@@ -22,6 +22,8 @@ from conftest import tree_digest
 from napari_nucleiseg import edit
 from napari_nucleiseg.io import export as ex
 from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.io.images import write_label_tiff
+from napari_nucleiseg.io.manifest import MANIFEST, read_manifest, set_split
 from napari_nucleiseg.samples import sample_folder
 
 CLI = [sys.executable, "-m", "napari_nucleiseg.cli", "export"]
@@ -41,7 +43,7 @@ def inputs(fluo, tmp_path_factory) -> tuple[Path, list[Path]]:
     image.write_bytes((fluo.path / "images" / f"{fluo.id}.png").read_bytes())
     ids = np.unique(fluo.labels)[1:]
     labels = [
-        ex.write_label_tiff(folder / f"labels{k}.tif", edit.delete_labels(fluo.labels, ids[:k]))
+        write_label_tiff(folder / f"labels{k}.tif", edit.delete_labels(fluo.labels, ids[:k]))
         for k in range(RACERS)
     ]
     return image, labels
@@ -62,7 +64,7 @@ def samples_in(root: Path) -> list[str]:
 
 def assert_consistent(root: Path, n_nuclei: int | None = None) -> dict[str, dict]:
     """Every sample folder is complete and has its manifest entry, and nothing else is left."""
-    manifest = ex.read_manifest(root)
+    manifest = read_manifest(root)
     assert sorted(manifest) == samples_in(root)
     for sample_id, entry in manifest.items():
         assert (root / sample_id / "images" / f"{sample_id}.png").is_file()
@@ -120,7 +122,7 @@ def big_inputs(fluo, folder: Path) -> tuple[Path, Path]:
     )
     image = folder / "big.png"
     Image.fromarray(np.tile(fluo.image, (4, 4, 1))).save(image)
-    return image, ex.write_label_tiff(folder / "big.tif", labels)
+    return image, write_label_tiff(folder / "big.tif", labels)
 
 
 def wait_for(condition, what: str, timeout: float = 60) -> None:
@@ -135,7 +137,7 @@ def test_killed_export_is_cleaned_up_by_the_next(fluo, tmp_path):
     for sample_id in ("a", "b"):
         ex.export_sample(root, sample_id, fluo.image, fluo.labels)
     before = {p.name: tree_digest(p) for p in root.iterdir() if p.is_dir()}
-    entries = ex.read_manifest(root)
+    entries = read_manifest(root)
     killed = subprocess.Popen([*CLI, *big_inputs(fluo, tmp_path), "-o", root, "--id", "big"])
     try:
         wait_for(lambda: list(root.glob(".export-big-*")), "the export's temporary folder")
@@ -159,7 +161,7 @@ def test_lock_is_freed_when_its_holder_is_killed(fluo, tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from napari_nucleiseg.io.export import root_lock\n"
+            "import sys, time; from napari_nucleiseg.io.lock import root_lock\n"
             "with root_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)",
             str(tmp_path),
         ],
@@ -169,7 +171,7 @@ def test_lock_is_freed_when_its_holder_is_killed(fluo, tmp_path):
     try:
         assert holder.stdout.readline() == "held\n"
         # set_split waits for the lock like an export does
-        splitter = threading.Thread(target=ex.set_split, args=(tmp_path, "a", "validation"))
+        splitter = threading.Thread(target=set_split, args=(tmp_path, "a", "validation"))
         splitter.start()
         splitter.join(0.3)
         assert splitter.is_alive()
@@ -178,6 +180,6 @@ def test_lock_is_freed_when_its_holder_is_killed(fluo, tmp_path):
         holder.wait()
     splitter.join(30)
     assert not splitter.is_alive()
-    assert json.loads((tmp_path / ex.MANIFEST).read_text())["samples"]["a"]["split"] == "validation"
+    assert json.loads((tmp_path / MANIFEST).read_text())["samples"]["a"]["split"] == "validation"
     ex.export_sample(tmp_path, "b", fluo.image, fluo.labels)
     assert sorted(assert_consistent(tmp_path)) == ["a", "b"]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from .errors import FileProblem
 from .io import stage1
-from .io.export import SPLITS, export_sample
+from .io.export import export_sample
 from .io.images import read_image_file, read_label_image
+from .io.manifest import SPLITS
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

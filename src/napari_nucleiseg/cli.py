@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import tifffile
 from tqdm import tqdm
 
 from . import __version__
@@ -27,7 +26,7 @@ from ._cli_export import add_export_parser
 from .devices import DEVICES
 from .errors import FileProblem, NucleisegError
 from .io import stage1
-from .io.atomic import check_writable_folder, remove_stale, write_atomically
+from .io.atomic import check_writable_folder, remove_stale
 from .io.images import (
     LABEL_SUFFIXES,
     image_files,
@@ -35,6 +34,7 @@ from .io.images import (
     png_header,
     read_image_file,
     read_label_image,
+    write_label_tiff,
 )
 from .io.inputs import collect_images
 from .io.rle import labels_from_submission, read_submission, write_submission
@@ -208,11 +208,6 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- predict
-def _write_tiff(path: Path, labels: np.ndarray) -> None:
-    """Write a label TIFF atomically: a partial file never takes the name."""
-    write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)  # one file under two names: a hard link, a symlink
@@ -285,7 +280,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _, (labels,) = drain(
             segment(model, config, image, device=device, tile_size=args.tile_size, tta=args.tta)
         )
-        _write_tiff(targets[image_id], labels)
+        write_label_tiff(targets[image_id], labels, overwrite=True)  # clashes checked above
         total += int(labels.max())
     print(f"{total} nuclei in {len(todo)} image(s) -> {out}", file=sys.stderr)
     if submission is not None:

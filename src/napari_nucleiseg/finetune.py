@@ -33,7 +33,8 @@ import numpy as np
 from .devices import resolve_device
 from .errors import FileProblem
 from .io import Sample, read_sample
-from .io.export import read_manifest
+from .io.atomic import file_problem
+from .io.manifest import read_manifest
 from .models import ModelConfig, load_model, save_checkpoint
 from .models.checkpoint import TrainingInfo
 from .training import TrainConfig, TrainProgress, TrainResult, evaluate, find_samples, train
@@ -131,7 +132,7 @@ class FinetuneResult:
             os.replace(self.staged, self.output)
         except OSError as exc:
             self.discard()
-            raise FileProblem(self.output, f"cannot be written ({exc.strerror})") from exc
+            raise file_problem(self.output, exc) from exc
         except FileProblem:
             self.discard()
             raise

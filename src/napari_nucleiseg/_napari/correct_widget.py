@@ -34,17 +34,13 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
 from .. import edit
+from ..edit import compare_labels
 from ..errors import FileProblem
 from ..io import stage1
-from ..io.export import (
-    SPLITS,
-    SampleExists,
-    compare_labels,
-    export_sample,
-    iter_export_tiff_layout,
-    next_version_id,
-    write_label_tiff,
-)
+from ..io.export import SampleExists, export_sample, next_version_id
+from ..io.images import write_label_tiff
+from ..io.manifest import SPLITS
+from ..io.tiff_layout import iter_export_tiff_layout
 from . import _metadata as meta
 from ._layers import narrow, rows, scroll, section, show_line, text_lines
 from ._lifetime import CloseWatcher
@@ -272,7 +268,7 @@ class CorrectWidget(Container):
         )
 
     def changes(self):
-        """:class:`~napari_nucleiseg.io.export.LabelChanges` against the baseline, or None."""
+        """:class:`~napari_nucleiseg.edit.LabelChanges` against the baseline, or None."""
         if self._layer is None:
             return None
         try:

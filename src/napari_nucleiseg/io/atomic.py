@@ -1,4 +1,4 @@
-"""Files that appear whole or not at all, and the leftovers of a run that was killed.
+"""Files and folders that appear whole or not at all, and the leftovers of a run that was killed.
 
 A file is written under a hidden temporary name beside its target,
 ``.<name>.<pid>.partial``, and renamed over the target when complete; a
@@ -6,14 +6,16 @@ rename within one folder is atomic, so a reader sees the old file or the new
 one, never half of one. An interrupted write (an exception, Ctrl+C, SIGTERM
 turned into an exception by the command line) removes its temporary file; one
 killed outright (SIGKILL, power loss) leaves it, and :func:`remove_stale` takes
-it away on the next run, once its process is gone.
+it away on the next run, once its process is gone. A folder is built under a
+temporary name and swapped into place (:func:`swap_into_place`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import FileProblem
@@ -55,6 +57,30 @@ def remove_stale(path: Path) -> list[Path]:
     return removed
 
 
+def file_problem(path: str | os.PathLike, exc: OSError, action: str = "written") -> FileProblem:
+    """The one-line error for an ``OSError`` on ``path``: "<path>: cannot be <action> (<why>)"."""
+    return FileProblem(path, f"cannot be {action} ({exc.strerror or exc})")
+
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield the temporary path of a write of ``path``; rename it to ``path`` when the block ends.
+
+    The block may do more between writing the file and its rename (an export
+    swaps its sample folder in there). Any exception in the block or in the
+    rename, Ctrl+C included, removes the temporary file and propagates as it is;
+    a previous file at ``path`` is then untouched.
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary_path)``, then rename the temporary file to ``path``.
 
@@ -66,17 +92,28 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
         also removes the temporary file before it propagates.
     """
     path = Path(path)
-    tmp = partial_path(path)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            write(tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise FileProblem(path, f"cannot be written ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise file_problem(path, exc) from None
     return path
+
+
+def swap_into_place(new: Path, target: Path, old: Path) -> None:
+    """Rename ``new`` to ``target``, an existing target first to ``old`` (the caller deletes it).
+
+    When the rename fails, the old target is put back.
+    """
+    if target.exists() or target.is_symlink():
+        os.rename(target, old)
+        try:
+            os.rename(new, target)
+        except OSError:
+            os.rename(old, target)
+            raise
+    else:
+        os.rename(new, target)
 
 
 def check_writable_folder(folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""Write corrected samples as stage-1 training data, safely.
+"""Write a corrected sample into an export root as stage-1 training data, safely.
 
 One sample is written as ``ROOT/<id>/images/<id>.png`` and one single-channel
 0/255 PNG per nucleus in ``ROOT/<id>/masks/``, the layout
@@ -16,62 +16,39 @@ behind.
 
 Concurrency: any number of processes may export into one root at once. The
 PNGs are encoded in parallel, each export in its own temporary folder; then,
-under the root's lock (:func:`root_lock`), one export at a time checks the id,
-renames its folder into place and rewrites the manifest, so no sample and no
-manifest entry is lost, and of two exports of one id the second is refused
-(or, as asked, replaces the first or becomes a new version). A temporary
-folder left by a killed export is removed by the next export into the root.
-
-The manifest, ``ROOT/manifest.json``, records one entry per sample id::
-
-    {"format": "napari-nucleiseg curated samples", "version": 1,
-     "samples": {"<id>": {"source": "/path/or/null", "model": "name or null",
-                          "added": 0, "removed": 1, "changed": 2, "unchanged": 40,
-                          "nuclei": 42, "exported": "2025-01-01T12:00:00+00:00",
-                          "split": "train"}}}
-
-It is rewritten atomically (a temporary file renamed over it), under the root
-lock, with each export and by :func:`set_split`.
+under the root's lock (:func:`~napari_nucleiseg.io.lock.root_lock`), one
+export at a time checks the id, renames its folder into place and rewrites the
+manifest (:mod:`napari_nucleiseg.io.manifest`), so no sample and no manifest
+entry is lost, and of two exports of one id the second is refused (or, as
+asked, replaces the first or becomes a new version). A temporary folder left by
+a killed export is removed by the next export into the root.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
-import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from PIL import Image
 from scipy import ndimage as ndi
 
-from ..edit import compact_labels
+from ..edit import LabelChanges, compact_labels, compare_labels
 from ..errors import FileProblem
 from . import stage1
-from .atomic import write_atomically
-from .images import label_dtype
+from .atomic import file_problem, remove_stale, swap_into_place
+from .lock import lock_open_file, root_lock
+from .manifest import MANIFEST, check_split, read_manifest, rewriting
 
-if os.name == "nt":
-    import msvcrt
-else:
-    import fcntl
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "napari-nucleiseg curated samples"
-SPLITS = ("train", "validation")
 IF_EXISTS = ("refuse", "overwrite", "new-version")
-#: The root's lock file (empty; kept, as deleting a lock file under its users is unsafe).
-LOCK_FILE = ".nucleiseg.lock"
 _TMP_PREFIX = ".export-"
 _OWNER = ".owner"  # in each temporary folder, locked by the export writing it
 _SAMPLE = "sample"  # the sample folder inside a temporary folder
@@ -79,24 +56,13 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 __all__ = [
     "IF_EXISTS",
-    "LOCK_FILE",
-    "MANIFEST",
-    "SPLITS",
     "ExportResult",
-    "LabelChanges",
     "SampleExists",
-    "compare_labels",
     "export_sample",
-    "export_tiff_layout",
-    "iter_export_tiff_layout",
     "mask_file_names",
     "mask_name",
     "next_version_id",
     "prepare_image",
-    "read_manifest",
-    "root_lock",
-    "set_split",
-    "write_label_tiff",
 ]
 
 
@@ -104,42 +70,7 @@ class SampleExists(FileProblem):
     """The sample id is taken in the export root; nothing was written."""
 
 
-# ---------------------------------------------------------------- changes
-@dataclass(frozen=True)
-class LabelChanges:
-    """How a label image differs from the original, nucleus by nucleus.
-
-    A current nucleus is *unchanged* when its pixels are exactly those of one
-    original nucleus (its label number may differ). The others are paired one
-    to one with the original nuclei that are not unchanged, largest overlap
-    first: a paired nucleus is *changed*, an unpaired current one *added*, an
-    unpaired original one *removed*. Deleting a nucleus counts one removed;
-    merging two, one changed and one removed; splitting one, one changed and
-    one added; painting a new one, one added; renumbering, nothing.
-
-    Attributes
-    ----------
-    added, removed, changed, unchanged : int
-    same : dict of int to int
-        Current label -> original label, for the unchanged nuclei.
-    """
-
-    added: int
-    removed: int
-    changed: int
-    unchanged: int
-    same: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def total(self) -> int:
-        """Added + removed + changed: 0 when nothing was edited."""
-        return self.added + self.removed + self.changed
-
-
-def _areas(labels: np.ndarray) -> np.ndarray:
-    return np.bincount(labels.ravel().astype(np.intp, copy=False))
-
-
+# ---------------------------------------------------------------- names
 def _nuclei(labels: np.ndarray):
     """(label, bounding box, (h, w) bool mask within the box) of each nucleus, by label."""
     compact, values = compact_labels(labels)
@@ -148,60 +79,6 @@ def _nuclei(labels: np.ndarray):
             yield int(values[index]), box, compact[box] == index
 
 
-def compare_labels(current: np.ndarray, original: np.ndarray | None) -> LabelChanges:
-    """Count the nuclei added, removed and changed between two label images.
-
-    Parameters
-    ----------
-    current : (H, W) ndarray of int
-        The corrected labels.
-    original : (H, W) ndarray of int, or None
-        The labels as segmented or loaded; None counts every nucleus as added.
-
-    Returns
-    -------
-    LabelChanges
-
-    Raises
-    ------
-    ValueError
-        If the two images differ in shape.
-    """
-    current, values_c = compact_labels(np.asarray(current))
-    n_current = int(np.count_nonzero(_areas(current)[1:]))
-    if original is None:
-        return LabelChanges(added=n_current, removed=0, changed=0, unchanged=0)
-    original, values_o = compact_labels(np.asarray(original))
-    if current.shape != original.shape:
-        raise ValueError(f"labels are {current.shape}, the original {original.shape}")
-    area_c, area_o = _areas(current), _areas(original)
-    n_original = int(np.count_nonzero(area_o[1:]))
-    both = (current != 0) & (original != 0)
-    base = int(area_o.size)
-    key = current[both].astype(np.int64) * base + original[both].astype(np.int64)
-    pairs, counts = np.unique(key, return_counts=True)
-    cur, org = np.divmod(pairs, base)
-    identical = (counts == area_c[cur]) & (counts == area_o[org])
-    same = {int(values_c[c]): int(values_o[o]) for c, o in zip(cur[identical], org[identical])}
-    paired_c, paired_o = set(cur[identical].tolist()), set(org[identical].tolist())
-    changed = 0
-    rest_c, rest_o, rest_n = cur[~identical], org[~identical], counts[~identical]
-    for i in np.argsort(-rest_n, kind="stable"):
-        c, o = int(rest_c[i]), int(rest_o[i])
-        if c not in paired_c and o not in paired_o:
-            paired_c.add(c)
-            paired_o.add(o)
-            changed += 1
-    return LabelChanges(
-        added=n_current - len(paired_c),
-        removed=n_original - len(paired_o),
-        changed=changed,
-        unchanged=len(same),
-        same=same,
-    )
-
-
-# ---------------------------------------------------------------- names
 def mask_name(mask: np.ndarray) -> str:
     """The file name of a new mask: the SHA-256 hex of its pixels, plus ``.png``.
 
@@ -344,56 +221,7 @@ def _validate_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
-# ---------------------------------------------------------------- locks
-def _lock(fd: int, *, wait: bool) -> bool:
-    """Take the exclusive OS lock of an open file; False when another holds it and not ``wait``.
-
-    An OS lock (``flock``, ``msvcrt.locking`` on Windows) belongs to the open
-    file: closing it, or the death of its process, however killed, frees it.
-    """
-    if os.name != "nt":
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-    while True:  # msvcrt cannot wait for long: poll
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EDEADLOCK):
-                raise
-            if not wait:
-                return False
-        time.sleep(0.01)
-
-
-@contextmanager
-def root_lock(root: str | Path) -> Iterator[None]:
-    """Hold the lock of an export root: its writers take turns inside this block.
-
-    Whoever renames a sample into ROOT or rewrites its manifest holds it, so an
-    id is checked and taken at once and no manifest entry is lost. It is an OS
-    lock on ``ROOT/.nucleiseg.lock``, freed when its holder exits or is killed.
-
-    Raises
-    ------
-    FileProblem
-        The lock file cannot be created (e.g. a read-only root).
-    """
-    path = Path(root) / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise FileProblem(path, f"cannot be created ({exc.strerror or exc})") from None
-    try:
-        _lock(fd, wait=True)
-        yield
-    finally:
-        os.close(fd)
-
-
+# ---------------------------------------------------------------- staging
 def _in_use(folder: Path) -> bool:
     """Whether a live export owns this temporary folder (holds the lock of its owner file)."""
     try:
@@ -403,7 +231,7 @@ def _in_use(folder: Path) -> bool:
     except OSError:
         return True  # cannot tell: leave it
     try:
-        return not _lock(fd, wait=False)
+        return not lock_open_file(fd, wait=False)
     finally:
         os.close(fd)
 
@@ -411,10 +239,12 @@ def _in_use(folder: Path) -> bool:
 def _remove_leftovers(root: Path) -> None:
     """Delete what killed exports left in ROOT; call it holding the root lock.
 
-    A temporary file there is only ever written under the root lock, so one seen
-    now is a leftover; a temporary folder is one when no process owns it. (A
-    folder is made and its owner file locked under the root lock too.)
+    A temporary manifest is only ever written under the root lock, so one whose
+    process is gone is a leftover, and so is a ``.export-*`` file; a temporary
+    folder is one when no process owns it. (A folder is made and its owner file
+    locked under the root lock too.)
     """
+    remove_stale(root / MANIFEST)
     for path in root.glob(f"{_TMP_PREFIX}*"):
         if path.is_symlink() or not path.is_dir():
             with suppress(OSError):  # best effort, like rmtree's: never block an export
@@ -434,85 +264,12 @@ def _staging(root: Path, sample_id: str) -> Iterator[Path]:
         _remove_leftovers(root)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{sample_id}-", dir=root))
         owner = os.open(tmp / _OWNER, os.O_RDWR | os.O_CREAT, 0o666)
-        _lock(owner, wait=False)  # a new file: always free
+        lock_open_file(owner, wait=False)  # a new file: always free
     try:
         yield tmp
     finally:
         os.close(owner)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- manifest
-def _manifest_path(root: Path) -> Path:
-    return root / MANIFEST
-
-
-def read_manifest(root: str | Path) -> dict[str, dict]:
-    """The manifest's entries, sample id -> entry; empty when there is no manifest.
-
-    Raises
-    ------
-    FileProblem
-        If the manifest exists but is not a manifest this package wrote.
-    """
-    path = _manifest_path(Path(root))
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FileProblem(path, f"cannot be read as a JSON manifest ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("samples"), dict):
-        raise FileProblem(path, 'is not a nucleiseg manifest (no "samples" object)')
-    return data["samples"]
-
-
-def _manifest_text(samples: Mapping[str, dict]) -> str:
-    data = {
-        "format": MANIFEST_FORMAT,
-        "version": 1,
-        "samples": {k: samples[k] for k in sorted(samples)},
-    }
-    return json.dumps(data, indent=1) + "\n"
-
-
-def _write_temp_file(folder: Path, text: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(name, 0o644)  # mkstemp makes it private; a manifest is meant to be shared
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)
-
-
-def set_split(root: str | Path, sample_id: str, split: str) -> None:
-    """Mark an exported sample as training or validation data in the manifest.
-
-    Raises
-    ------
-    ValueError
-        An unknown split name.
-    FileProblem
-        The id is not in the manifest, or the manifest cannot be written.
-    """
-    root = Path(root)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    with root_lock(root):
-        samples = read_manifest(root)
-        if sample_id not in samples:
-            raise FileProblem(_manifest_path(root), f"has no sample {sample_id!r}")
-        samples[sample_id]["split"] = split
-        try:
-            tmp = _write_temp_file(root, _manifest_text(samples))
-            os.replace(tmp, _manifest_path(root))
-        except OSError as exc:
-            raise FileProblem(
-                _manifest_path(root), f"cannot be written ({exc.strerror or exc})"
-            ) from None
 
 
 # ---------------------------------------------------------------- one sample
@@ -571,7 +328,7 @@ def _prepare_root(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise FileProblem(root, f"cannot be created ({exc.strerror or exc})") from None
+        raise file_problem(root, exc, "created") from None
 
 
 def export_sample(
@@ -630,8 +387,7 @@ def export_sample(
     """
     root = Path(root)
     sample_id = _validate_id(sample_id)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_split(split)
     if if_exists not in IF_EXISTS:
         raise ValueError(f"if_exists must be one of {', '.join(IF_EXISTS)}, got {if_exists!r}")
     image = prepare_image(image)
@@ -659,8 +415,7 @@ def export_sample(
                 }
                 _commit(root, tmp, sample_id, entry)
     except OSError as exc:
-        where = exc.filename or root
-        raise FileProblem(where, f"cannot be written ({exc.strerror or exc})") from None
+        raise file_problem(exc.filename or root, exc) from None
     return ExportResult(sample_id, root / sample_id, names, changes, entry)
 
 
@@ -673,9 +428,8 @@ def _commit(root: Path, tmp: Path, sample_id: str, entry: dict) -> None:
     """
     samples = read_manifest(root)
     samples[sample_id] = entry
-    manifest_tmp = _write_temp_file(tmp, _manifest_text(samples))
-    _swap_into_place(tmp / _SAMPLE, root / sample_id, tmp / "old")  # deleted with tmp
-    os.replace(manifest_tmp, _manifest_path(root))
+    with rewriting(root, samples):
+        swap_into_place(tmp / _SAMPLE, root / sample_id, tmp / "old")  # deleted with tmp
 
 
 def _claim_id(root: Path, sample_id: str, if_exists: str, source, staged: Path) -> str:
@@ -706,147 +460,3 @@ def _refuse_source(source, target: Path) -> None:
         _is_within(Path(source), target) or _is_within(target, Path(source))
     ):
         raise FileProblem(target, "is the sample's source folder; export to another root or id")
-
-
-def _swap_into_place(new: Path, target: Path, old: Path) -> None:
-    """Rename ``new`` to ``target``, an existing target first to ``old`` (the caller deletes it).
-
-    When the rename fails, the old target is put back.
-    """
-    if target.exists() or target.is_symlink():
-        os.rename(target, old)
-        try:
-            os.rename(new, target)
-        except OSError:
-            os.rename(old, target)
-            raise
-    else:
-        os.rename(new, target)
-
-
-# ---------------------------------------------------------------- TIFF
-def write_label_tiff(path: str | Path, labels: np.ndarray, *, overwrite: bool = False) -> Path:
-    """Write an instance-label image as one compressed TIFF, atomically.
-
-    Parameters
-    ----------
-    path : path-like
-        The ``.tif`` file; its folder is created when missing.
-    labels : (H, W) ndarray of int
-        Stored as uint16 (uint32 when a label exceeds 65,535).
-    overwrite : bool
-        Replace an existing file; refused by default.
-
-    Returns
-    -------
-    Path
-
-    Raises
-    ------
-    FileProblem
-        The file exists (and ``overwrite`` is False) or cannot be written.
-    """
-    path = Path(path)
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 2-D integer image, got {labels.shape} {labels.dtype}")
-    if path.exists() and not overwrite:
-        raise FileProblem(path, "already exists")
-    labels = labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FileProblem(path.parent, f"cannot be created ({exc.strerror or exc})") from None
-    return write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
-
-
-def iter_export_tiff_layout(
-    root: str | Path,
-    out: str | Path,
-    *,
-    split: str | None = None,
-    overwrite: bool = False,
-) -> Generator[tuple[int, int], None, Path]:
-    """Convert a curated stage-1 root to the StarDist/Cellpose ``images/`` + ``masks/`` layout.
-
-    Writes ``OUT/images/<id>.tif`` (the image, uint8 grey or RGB) and
-    ``OUT/masks/<id>.tif`` (the instance labels, uint16 or uint32) for each
-    sample, into a temporary folder beside OUT that is renamed to OUT at the end.
-
-    Parameters
-    ----------
-    root : path-like
-        A stage-1 root (or one sample folder).
-    out : path-like
-        The folder to create.
-    split : {"train", "validation"}, optional
-        Only the samples the root's manifest marks so.
-    overwrite : bool
-        Replace an existing OUT; refused by default.
-
-    Yields
-    ------
-    (done, total) : (int, int)
-        After each sample.
-
-    Returns
-    -------
-    Path
-        OUT.
-
-    Raises
-    ------
-    FileProblem
-        OUT exists, a sample cannot be read, or OUT cannot be written.
-    """
-    root, out = Path(root), Path(out)
-    if out.exists() and not overwrite:
-        raise FileProblem(out, "already exists")
-    folders = stage1.resolve_samples(root)
-    if split is not None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        marked = {k for k, v in read_manifest(root).items() if v.get("split") == split}
-        folders = [f for f in folders if f.name in marked]
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    except OSError as exc:
-        raise FileProblem(out, f"cannot be created ({exc.strerror or exc})") from None
-    try:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        for done, folder in enumerate(folders, start=1):
-            sample = stage1.read_sample(folder)
-            tifffile.imwrite(tmp / "images" / f"{sample.id}.tif", sample.image, compression="zlib")
-            labels = (
-                sample.labels
-                if sample.labels is not None
-                else np.zeros(sample.image.shape[:2], np.uint16)
-            )
-            tifffile.imwrite(tmp / "masks" / f"{sample.id}.tif", labels, compression="zlib")
-            yield done, len(folders)
-        old = tmp.with_name(tmp.name + ".old")
-        _swap_into_place(tmp, out, old)
-        tmp = None
-        shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        raise FileProblem(
-            exc.filename or out, f"cannot be written ({exc.strerror or exc})"
-        ) from None
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def export_tiff_layout(
-    root: str | Path, out: str | Path, *, split: str | None = None, overwrite: bool = False
-) -> Path:
-    """:func:`iter_export_tiff_layout` run to the end, for scripts."""
-    gen = iter_export_tiff_layout(root, out, split=split, overwrite=overwrite)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value

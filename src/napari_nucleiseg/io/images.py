@@ -1,7 +1,8 @@
-"""Decode the image files this package reads, with errors that name the file.
+"""Image files in and label images out, with errors that name the file.
 
 Stage-1 images are 8-bit PNGs (grey, RGB, or RGBA with an opaque alpha);
-masks are single-channel binary PNGs; label images are 2-D integer TIFFs or PNGs.
+masks are single-channel binary PNGs; label images are 2-D integer TIFFs or PNGs
+(:func:`read_label_image`), written as compressed TIFFs (:func:`write_label_tiff`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import FileProblem
+from .atomic import file_problem, write_atomically
 
 #: what PIL raises on a file it cannot decode, a decompression bomb (a header that asks
 #: for more than twice ``Image.MAX_IMAGE_PIXELS``) included
@@ -187,6 +189,43 @@ def read_label_image(path: str | Path) -> np.ndarray:
 def label_dtype(n_labels: int) -> np.dtype:
     """uint16 for up to 65,535 labels, uint32 beyond."""
     return np.dtype(np.uint16) if n_labels <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
+
+
+def write_label_tiff(path: str | Path, labels: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write an instance-label image as one compressed TIFF, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.tif`` file; its folder is created when missing.
+    labels : (H, W) ndarray of int
+        Stored as uint16 (uint32 when a label exceeds 65,535).
+    overwrite : bool
+        Replace an existing file; refused by default.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileProblem
+        The file exists (and ``overwrite`` is False) or cannot be written.
+    ValueError
+        The labels are not a 2-D integer image.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 2-D integer image, got {labels.shape} {labels.dtype}")
+    if path.exists() and not overwrite:
+        raise FileProblem(path, "already exists")
+    labels = labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise file_problem(path.parent, exc, "created") from None
+    return write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
 
 
 def _image_file(path: str | Path) -> Path:

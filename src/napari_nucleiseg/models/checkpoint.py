@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import FileProblem
+from ..io.atomic import replacing
 from ..postprocess import MAPS, PostprocessConfig
 from ..preprocess import NormalizeConfig
 from .registry import SegmentationModel, create_model
@@ -211,15 +211,9 @@ def save_checkpoint(
         "config": json.dumps(config.to_dict()),
         "state_dict": state,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # whatever the umask: a checkpoint is meant to be shared
     return path
 
 
