@@ -16,6 +16,7 @@ import tifffile
 from conftest import tree_digest
 from napari_nucleiseg.cli import main
 from napari_nucleiseg.io import list_samples, read_sample, write_submission
+from napari_nucleiseg.io.scoring import evaluate_paths
 from napari_nucleiseg.io.stage1 import image_path
 from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.samples import SAMPLES, sample_folder
@@ -87,6 +88,23 @@ def test_evaluate_missing_prediction_scores_zero(capsys, small_root, predictions
     result = json.loads(out)
     assert code == 0 and result["images"][items[0][0]] == 0.0
     assert result["missing"] == [items[0][0]] and "no prediction" in err
+
+
+def test_evaluate_paths_pairs_files_for_scripts(small_root, predictions):
+    """The pairing behind ``nucleiseg evaluate``, called from a script."""
+    folder, _, items = predictions
+    (folder / f"{items[0][0]}.tif").rename(folder / "stray.tif")
+    seen = []
+
+    def progress(pairs):
+        for pair in pairs:
+            seen.append(pair[0])
+            yield pair
+
+    result, missing, extra = evaluate_paths(folder, small_root, progress=progress)
+    assert missing == [items[0][0]] and extra == ["stray"]
+    assert seen == list(result.ids) == [i for i, _, _ in items]
+    assert result.score == pytest.approx(score_dataset([items[0][:2] + (None,), *items[1:]]).score)
 
 
 def test_evaluate_refuses_overlapping_submission(capsys, tmp_path, small_root):

@@ -1,7 +1,4 @@
-"""``nucleiseg export IMAGE LABELS -o ROOT [--id ID]``: one stage-1 sample from two files.
-
-``build_parser`` in :mod:`napari_nucleiseg.cli` calls :func:`add_export_parser`.
-"""
+"""``nucleiseg export IMAGE LABELS -o ROOT [--id ID]``: one stage-1 sample from two files."""
 
 from __future__ import annotations
 
@@ -10,14 +7,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import FileProblem
-from .io import stage1
-from .io.export import export_sample
-from .io.images import read_image_file, read_label_image
-from .io.manifest import SPLITS
+from ..errors import FileProblem
+from ..io import stage1
+from ..io.export import export_sample
+from ..io.images import read_image_file, read_label_image
+from ..io.manifest import SPLITS
 
 
-def add_export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``export`` sub-command to the ``nucleiseg`` sub-parsers."""
     p = sub.add_parser(
         "export",

@@ -1,0 +1,92 @@
+"""The ``nucleiseg`` command line: thin wrappers over the core functions.
+
+One module per sub-command, each with its ``add_parser(sub)`` and ``cmd_*``;
+this module assembles the parser and runs the command. Progress goes to
+stderr; a bad input ends the command with status 1 and a one-line reason
+naming the file. The modules import PyTorch only inside the commands that run
+a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import signal
+import sys
+import warnings
+from collections.abc import Iterable
+
+from tqdm import tqdm
+
+from .. import __version__
+from ..devices import DEVICES
+from ..errors import NucleisegError
+from ..io import stage1
+
+
+def progress(items: Iterable, desc: str) -> tqdm:
+    """``items`` with a progress bar on stderr (none when stderr is not a terminal)."""
+    return tqdm(
+        items, desc=desc, unit="image", file=sys.stderr, leave=False, disable=None
+    )  # disable=None: no bar when stderr is not a terminal
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default in ``--help``, but not "None" nor a flag's "False"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """The ``--device`` option of the commands that run a network."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="where the network runs; auto: CUDA, then Apple MPS, then CPU",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # the sub-command modules import this package's helpers, so they are imported once it is
+    from . import check, evaluate, export, predict, samples, train
+
+    parser_class = functools.partial(argparse.ArgumentParser, formatter_class=_HelpFormatter)
+    parser = parser_class(
+        prog="nucleiseg", description="Nucleus segmentation for DSB2018-style data."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
+    for command in (check, evaluate, export, samples, predict, train):
+        command.add_parser(sub)
+    return parser
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl+C does: no partial file stays
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stage1.OverlapWarning)
+            return args.func(args)
+    except NucleisegError as exc:
+        print(f"nucleiseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"nucleiseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """The ``nucleiseg`` command: :func:`main`, with SIGTERM handled as Ctrl+C."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m napari_nucleiseg.cli``: the ``nucleiseg`` command."""
+
+from . import run
+
+run()

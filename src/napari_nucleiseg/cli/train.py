@@ -1,0 +1,260 @@
+"""``nucleiseg train DATA... -o CHECKPOINT``: train or fine-tune a model on stage-1 roots."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+from ..errors import FileProblem
+from . import add_device
+
+if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
+    from ..models import ModelConfig, TrainingInfo
+
+#: what ``nucleiseg train`` builds where an option is not given (a fine-tune keeps its base's)
+NEW_NETWORK = {"model": "unet", "depth": 4, "channels": "grey", "maps": "body,border,contour"}
+#: ``--width`` when not given, by architecture
+NEW_WIDTH = {"unet": 16, "linknet": 32}
+#: what ``--maps`` takes: the border map, or the border and contour maps, separate touching nuclei
+MAP_CHOICES = ("body,border", "body,border,contour")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``train`` sub-command to the ``nucleiseg`` sub-parsers."""
+    p = sub.add_parser("train", help="train or fine-tune a model on stage-1 roots")
+    p.add_argument("data", nargs="+", help="stage-1 roots or sample folders (several allowed)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint to write (.pt)")
+    p.add_argument(
+        "--model",
+        choices=["unet", "linknet"],
+        help=f"architecture (default: {NEW_NETWORK['model']})",
+    )
+    p.add_argument(
+        "--base-model",
+        help="fine-tune this shipped model name or checkpoint; the network options (--model, "
+        "--width, --depth, --upsampling, --channels, --maps) are then its own",
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        help=f"U-Net base width (default: {NEW_WIDTH['unet']}) "
+        f"or LinkNet width (default: {NEW_WIDTH['linknet']})",
+    )
+    p.add_argument("--depth", type=int, help=f"U-Net depth (default: {NEW_NETWORK['depth']})")
+    p.add_argument(
+        "--upsampling",
+        choices=["transpose", "resize"],
+        help="U-Net upsampling (default: transpose)",
+    )
+    p.add_argument(
+        "--channels",
+        choices=["grey", "rgb"],
+        help=f"what the network sees (default: {NEW_NETWORK['channels']})",
+    )
+    p.add_argument(
+        "--maps",
+        choices=MAP_CHOICES,
+        metavar="MAPS",
+        help=f"what the network predicts: {' or '.join(MAP_CHOICES)} "
+        f"(default: {NEW_NETWORK['maps']}); the border and contour separate touching nuclei",
+    )
+    p.add_argument("--epochs", type=int, default=30, help="passes over the training samples")
+    p.add_argument(
+        "--steps-per-epoch", type=int, help="cap on optimiser steps per epoch (default: none)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="crops per optimiser step")
+    p.add_argument("--crop-size", type=int, default=256, help="side of a training crop in pixels")
+    p.add_argument("--repeats", type=_positive, default=1, help="crops per sample per epoch")
+    p.add_argument(
+        "--inverted-repeats",
+        type=_positive,
+        default=1,
+        help="times more crops of bright-background (brightfield, H&E) samples",
+    )
+    p.add_argument(
+        "--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam", help="optimiser"
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    p.add_argument(
+        "--gap-weight",
+        type=_non_negative,
+        default=0.0,
+        help="extra loss weight on the gaps between touching nuclei (0: none)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="validate and keep a moving average of the weights with this decay, "
+        "e.g. 0.995 (0: the raw weights)",
+    )
+    p.add_argument("--exclude-ids", help="file of ids never to train on")
+    p.add_argument("--val-ids", help="file of ids to validate on (DSB2018 score each epoch)")
+    add_device(p)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the weights, crops and augmentation"
+    )
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=cmd_train)
+    return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _new_network(args: argparse.Namespace, info: TrainingInfo) -> ModelConfig:
+    """The config of a network trained from scratch: the options given, else ``NEW_NETWORK``."""
+    from ..models import ModelConfig
+    from ..preprocess import NormalizeConfig
+
+    o = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in NEW_NETWORK.items()}
+    width = args.width or NEW_WIDTH[o["model"]]
+    if o["model"] == "unet":
+        kwargs = {"depth": o["depth"], "base": width}
+        kwargs |= {"upsampling": args.upsampling} if args.upsampling else {}
+    else:
+        kwargs = {"width": width}
+    return ModelConfig(
+        o["model"],
+        kwargs,
+        maps=tuple(o["maps"].split(",")),
+        normalization=NormalizeConfig(channels=o["channels"]),
+        training=info,
+    )
+
+
+def _network_changes(args: argparse.Namespace, base: ModelConfig) -> list[str]:
+    """The network options given that differ from how ``base``'s network was built."""
+    from ..models.registry import default_arguments
+
+    kw = default_arguments(base.architecture) | base.arch_kwargs
+    built = {
+        "model": base.architecture,
+        "width": kw.get("base", kw.get("width")),
+        "depth": kw.get("depth", "none"),
+        "upsampling": kw.get("upsampling", "none"),
+        "channels": base.normalization.channels,
+        "maps": ",".join(base.maps),
+    }
+    given = {k: getattr(args, k) for k in built if getattr(args, k) is not None}
+    return [f"--{k} {v} (it has {built[k]})" for k, v in given.items() if str(v) != str(built[k])]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..devices import resolve_device
+    from ..finetune import finetune_config
+    from ..inference import drain
+    from ..models import load_model, resolve_checkpoint, save_checkpoint
+    from ..models.checkpoint import TrainingInfo
+    from ..training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileProblem(out, "already exists; choose another path or pass --overwrite")
+    if not out.parent.is_dir():
+        raise FileProblem(out.parent, "does not exist")
+    if args.base_model:  # checked before the data are read
+        model, base = load_model(args.base_model, device="cpu")
+        changes = _network_changes(args, base)
+        if changes:  # a fine-tune keeps its base's network
+            raise FileProblem(
+                resolve_checkpoint(args.base_model),
+                f"is fine-tuned as it was built; {', '.join(changes)} would change its network",
+            )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    exclude = read_ids(args.exclude_ids) if args.exclude_ids else []
+    if args.base_model:  # what the base never saw, its fine-tune never sees
+        exclude = finetune_config(base, args.data, args.base_model, exclude).training.exclude_ids
+    val_ids = read_ids(args.val_ids) if args.val_ids else []
+    folders = find_samples(args.data, exclude_ids=set(exclude))
+    print(f"reading {len(folders)} samples ...", file=sys.stderr)
+    train_samples, val_samples = split_samples(read_samples(folders), val_ids)
+    if not train_samples:
+        raise FileProblem(args.data[0], "leaves no training sample after the exclusions")
+    if args.base_model:  # the base's network, a new record that names where it started
+        config = finetune_config(base, args.data, args.base_model, exclude)
+    else:
+        info = TrainingInfo(
+            data_roots=[str(Path(d).resolve()) for d in args.data], exclude_ids=sorted(exclude)
+        )
+        model, config = None, _new_network(args, info)
+    settings = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        crop_size=args.crop_size,
+        repeats=args.repeats,
+        inverted_repeats=args.inverted_repeats,
+        max_steps=args.steps_per_epoch,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        gap_weight=args.gap_weight,
+        ema_decay=args.ema,
+        seed=args.seed,
+        num_workers=args.workers,
+    )
+    device = resolve_device(args.device)
+    print(
+        f"training {config.architecture} on {len(train_samples)} samples "
+        f"({len(val_samples)} for validation) on {device}",
+        file=sys.stderr,
+    )
+    gen = train(
+        config, train_samples, val_samples, settings, model=model, checkpoint=out, device=device
+    )
+    bar = None
+
+    def show(p) -> None:  # a bar per epoch, a line at its end
+        nonlocal bar
+        if p.phase == "step":
+            if bar is None:
+                bar = tqdm(
+                    total=p.steps,
+                    desc=f"epoch {p.epoch}/{p.epochs}",
+                    file=sys.stderr,
+                    leave=False,
+                    disable=None,
+                )
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.loss:.3f}")
+            return
+        if bar is not None:
+            bar.close()
+            bar = None
+        val = "" if p.val_score is None else f" val DSB {p.val_score:.4f} (best {p.best_score:.4f})"
+        print(
+            f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, lr {p.lr:.2e}{val}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    result = drain(gen, show)
+    if result.checkpoint is not None:  # the final card holds the whole history
+        save_checkpoint(result.checkpoint, result.model, result.config)
+    print(
+        f"best epoch {result.best_epoch}"
+        + ("" if result.best_score is None else f", validation DSB2018 {result.best_score:.4f}")
+        + f"; checkpoint: {result.checkpoint}"
+    )
+    return 0
