@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from napari_nucleiseg._napari.reader import (
+    SampleIdOverlay,
     current_sample_id,
     get_reader,
     read_sample_layers,
@@ -66,6 +67,24 @@ def test_open_root_and_move_the_slider(make_napari_viewer, small_root):
         np.testing.assert_array_equal(shown_image[:h, :w], expected)
         assert folders[index].name in text_overlay(viewer).text
         assert current_sample_id(viewer).startswith(folders[index].name)
+
+
+def test_the_sample_id_follows_each_viewer_connected_once(make_napari_viewer, small_root):
+    """Two roots in one viewer connect one overlay updater; another viewer gets its own."""
+    first = make_napari_viewer()  # napari's current viewer: the one a reader shows ids in
+    first.open(small_root, plugin="napari-nucleiseg")
+    first.open(small_root, plugin="napari-nucleiseg")
+    second = make_napari_viewer()  # the newest viewer is the current one
+    second.open(small_root, plugin="napari-nucleiseg")
+    for viewer in (first, second):
+        connected = [c for c in viewer.dims.events.current_step.callbacks
+                     if isinstance(c, SampleIdOverlay)]  # fmt: skip
+        assert len(connected) == 1
+    first.dims.set_current_step(0, 0)
+    second.dims.set_current_step(0, 2)  # each viewer's own slider, each its own overlay
+    names = [folder.name for folder in list_samples(small_root)]
+    assert text_overlay(first).text.startswith(names[0])
+    assert text_overlay(second).text.startswith(names[2])
 
 
 def test_sample_data_opens_image_and_truth(make_napari_viewer):

@@ -32,6 +32,7 @@ from napari_nucleiseg.preprocess import MIN_CONTRAST, contrast
 from napari_nucleiseg.samples import sample_folder
 
 CLI = [sys.executable, "-m", "napari_nucleiseg.cli"]
+N_BATCH = 24
 
 
 def nucleiseg(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -257,13 +258,14 @@ def test_every_real_training_image_is_well_above_the_contrast_floor():
 # ------------------------------------------------------------------ signals, leftovers, resume
 @pytest.fixture
 def batch(tmp_path) -> Path:
-    """Eight 512x512 images (real nuclei, tiled), a fraction of a second each."""
+    """24 512x512 images (real nuclei, tiled), a fraction of a second each: a batch long
+    enough to be interrupted once its first output exists, even on a loaded machine."""
     folder = tmp_path / "batch"
     folder.mkdir()
     grey = read_sample(sample_folder("fluorescence")).image
     grey = grey if grey.ndim == 2 else grey[..., :3].mean(-1).astype(np.uint8)
     big = np.tile(grey, (2, 2))
-    for k in range(8):
+    for k in range(N_BATCH):
         Image.fromarray(np.roll(big, 17 * k, axis=1)).save(folder / f"img{k:02d}.png")
     return folder
 
@@ -297,13 +299,13 @@ def test_an_interrupted_batch_cleans_up_and_resumes(tmp_path, batch, tiny_checkp
     assert "Traceback" not in stopped.stderr
     assert partials(out) == [] and partials(tmp_path) == [] and not sub.exists()
     first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
-    assert 0 < len(first) < 8
+    assert 0 < len(first) < N_BATCH
     again = nucleiseg(*args)  # no flag: the earlier outputs are refused, and --resume named
     assert "--resume" in refused(again)
     resumed = nucleiseg(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(first)} done by an earlier run" in resumed.stderr
-    assert len(list(out.glob("*.tif"))) == 8 and sub.is_file()
+    assert len(list(out.glob("*.tif"))) == N_BATCH and sub.is_file()
     assert {n: (out / n).stat().st_mtime_ns for n in first} == first  # kept, not redone
     assert partials(out) == []
 
@@ -314,16 +316,16 @@ def test_a_killed_batch_leaves_nothing_the_next_run_keeps(tmp_path, batch, tiny_
     killed = start_and_stop(args, out, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     # what a kill in the middle of a write leaves: a hidden file of a process that is gone
-    stale = out / ".img07.tif.99999999.partial"
+    stale = out / f".img{N_BATCH - 1:02d}.tif.99999999.partial"
     stale.write_bytes(b"half a TIFF")
-    mine = out / f".img07.tif.{os.getpid()}.partial"  # a live process's: not touched
+    mine = out / f".img{N_BATCH - 1:02d}.tif.{os.getpid()}.partial"  # a live process's: not touched
     mine.write_bytes(b"being written")
     resumed = nucleiseg(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert not stale.exists() and mine.exists()
-    assert len(list(out.glob("*.tif"))) == 8
+    assert len(list(out.glob("*.tif"))) == N_BATCH
     scored = nucleiseg("evaluate", out, out)  # hidden partial files are never taken as results
-    assert "over 8 image(s)" in scored.stdout, scored.stdout + scored.stderr
+    assert f"over {N_BATCH} image(s)" in scored.stdout, scored.stdout + scored.stderr
 
 
 def test_outputs_beside_the_inputs_leave_every_input_as_it_was(tmp_path, batch, tiny_checkpoint):

@@ -215,7 +215,7 @@ def test_no_model_and_devices(make_napari_viewer):
     assert "Runs on" in widget._device_line.value
     if not shipped_models():
         assert widget._model.choices == ("Load checkpoint…",)
-        assert "Load checkpoint" in widget._card.value and not widget._run.enabled
+        assert "Load checkpoint" in widget._model.card.value and not widget._run.enabled
 
 
 def test_input_follows_the_layer_list_and_close_disconnects(make_napari_viewer, tiny_checkpoint):
@@ -228,7 +228,7 @@ def test_input_follows_the_layer_list_and_close_disconnects(make_napari_viewer, 
     viewer.layers.selection.active = first
     assert widget._image.value is first and widget._run.enabled
     assert widget.load_checkpoint(tiny_checkpoint)
-    assert "no training record" in widget._card.value
+    assert "no training record" in widget._model.card.value
     viewer.window.remove_dock_widget(widget.native)
     assert widget._viewer_events == []
     viewer.layers.selection.active = second

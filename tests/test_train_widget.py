@@ -95,9 +95,37 @@ def test_finetune_saves_checkpoint_and_shows_scores(
     assert widget._plot.base == pytest.approx(scores["base_val_dsb"])
     assert len(widget._plot.losses) == 2 and len(widget._plot.scores) == 2
     assert "Saved" in widget._status.value
-    # the new model is offered here (as a base) and to the segmentation widget
-    assert str(output.resolve()) in [v for _, v in widget._base_choices()]
-    assert segment._model.value == str(output.resolve())
+    # the new model is offered here (as a base) and chosen in the segmentation widget
+    new = str(output.resolve())
+    assert new in widget._base.choices and widget._base.value == str(base_checkpoint.resolve())
+    assert segment._model.value == new
+
+
+def test_a_trained_model_reaches_the_docks_of_its_window_only(
+    make_napari_viewer, base_checkpoint, tmp_path
+):
+    """What the Train dock saves is chosen in the window's Segment dock, listed as a base,
+    and listed by a Segment dock opened later; never by another window's docks."""
+    viewer, other = make_napari_viewer(), make_napari_viewer()
+    segment, elsewhere = open_dock(viewer, "Segment nuclei"), open_dock(other, "Segment nuclei")
+    train = open_dock(viewer, "Train on curated data")
+    before = elsewhere._model.value, train._base.value
+    saved, again = tmp_path / "saved.pt", tmp_path / "again.pt"
+    for path in (saved, again):
+        path.write_bytes(base_checkpoint.read_bytes())
+    train._base.trained.add(saved)  # what the Train dock does when a run is saved
+    new = str(saved.resolve())
+    assert segment._model.value == new
+    assert new in train._base.choices and train._base.value == before[1]
+    assert new not in elsewhere._model.choices and elsewhere._model.value == before[0]
+    viewer.window.remove_dock_widget(segment.native)  # a closed dock stops listening
+    train._base.trained.add(again)
+    assert str(again.resolve()) not in segment._model.choices
+    later = open_dock(viewer, "Segment nuclei")
+    assert later is not segment
+    assert {new, str(again.resolve())} <= set(later._model.choices)
+    assert later._model.value == before[0]  # listed, not chosen: nothing was saved since
+    assert new not in open_dock(other, "Train on curated data")._base.choices
 
 
 def test_held_out_fraction_when_none_flagged(make_napari_viewer, curated, tmp_path):
@@ -218,7 +246,7 @@ def test_bad_root_and_bad_checkpoint_notify(make_napari_viewer, base_checkpoint,
     bad.write_bytes(b"not a checkpoint")
     assert not widget.load_checkpoint(bad)
     assert "Cannot use this checkpoint" in notes[-1].message and "bad.pt" in notes[-1].message
-    assert str(bad.resolve()) not in [v for _, v in widget._base_choices()]
+    assert str(bad.resolve()) not in widget._base.choices
     assert not (tmp_path / "out.pt").exists()
 
 

@@ -1,5 +1,5 @@
-"""Models for the widgets: a cache keyed by (checkpoint, device), model cards, devices on
-offer, and the model list with its "Load checkpoint…" entry that both model pickers share."""
+"""Models for the widgets: a cache keyed by (checkpoint, device), model cards and devices on
+offer (the model list itself is :mod:`.model_picker`)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ import torch
 from ..devices import resolve_device
 from ..errors import NucleisegError
 from ..models import (
-    DEFAULT_MODEL,
     ModelConfig,
     load_model,
     read_checkpoint,
     resolve_checkpoint,
-    shipped_models,
 )
 
-#: the last entry of a model list: picking it opens a file dialog
-LOAD = "Load checkpoint…"
 #: device choices (label, value) in the order offered
 _DEVICES = (("Auto", "auto"), ("CUDA", "cuda"), ("MPS", "mps"), ("CPU", "cpu"))
 
@@ -137,33 +133,3 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, NucleisegError | ValueError) and text:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def model_choices(checkpoints: list[str]) -> list[tuple[str, str]]:
-    """(label, value) of a model list: shipped models (the default first), the checkpoint
-    files loaded so far, then :data:`LOAD`."""
-    names = sorted(shipped_models(), key=lambda n: n != DEFAULT_MODEL)
-    files = [(Path(p).name, p) for p in checkpoints]
-    return [(n, n) for n in names] + files + [(LOAD, LOAD)]
-
-
-def ask_checkpoint_file(parent, title: str) -> str:
-    """A checkpoint path picked in a file dialog; "" when the user cancels."""
-    from qtpy.QtWidgets import QFileDialog
-
-    path, _ = QFileDialog.getOpenFileName(parent, title, "", "Checkpoints (*.pt *.pth)")
-    return path
-
-
-def usable_checkpoint(path: str | os.PathLike) -> str | None:
-    """The resolved path of a readable checkpoint, or None after a notification naming
-    what is wrong with it."""
-    from napari.utils.notifications import show_error
-
-    path = str(Path(path).resolve())
-    try:
-        model_config(path)
-    except (OSError, ValueError) as exc:  # FileProblem is a ValueError naming the file
-        show_error(f"Cannot use this checkpoint: {one_line(exc)}")
-        return None
-    return path

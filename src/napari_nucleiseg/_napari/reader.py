@@ -21,7 +21,6 @@ from ..io.lazy import LazyStack
 from . import _metadata as meta
 
 LayerData = tuple  # (data, kwargs, layer_type)
-_connected_viewers: weakref.WeakSet = weakref.WeakSet()
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
@@ -141,11 +140,14 @@ def read_root_layers(path: str) -> list[LayerData]:
     ]
     if labels is not None:
         layers.append((labels, {"name": f"{root.name} masks", **common}, "labels"))
-    _show_sample_id_in(_current_viewer())
+    viewer = _current_viewer()
+    if viewer is not None:
+        SampleIdOverlay(viewer).connect()
     return layers
 
 
 def _current_viewer():
+    """The viewer opening the file: an npe2 reader is handed none."""
     try:
         import napari
 
@@ -172,19 +174,42 @@ def text_overlay(viewer):
     return overlays.text if overlays is not None else viewer.text_overlay
 
 
-def _show_sample_id_in(viewer) -> None:
-    """Keep the viewer's text overlay on the id of the sample on screen."""
-    if viewer is None or viewer in _connected_viewers:
-        return
-    _connected_viewers.add(viewer)
+class SampleIdOverlay:
+    """Keeps a viewer's text overlay on the id of the sample on screen.
 
-    overlay = text_overlay(viewer)
+    Connected to the viewer's own events, it holds the viewer weakly. Two of them
+    for one viewer are equal, and napari's event emitters skip a callback equal to
+    one they hold: a second root opened in the viewer connects nothing more, with
+    no registry of viewers kept here.
+    """
 
-    def update(event=None) -> None:
+    def __init__(self, viewer):
+        self._viewer = weakref.ref(viewer)
+        self._hash = hash(self._viewer)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SampleIdOverlay):
+            return NotImplemented
+        return self._viewer == other._viewer
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def connect(self) -> None:
+        """Follow the slider and the layers coming and going."""
+        viewer = self._viewer()
+        for emitter in (
+            viewer.dims.events.current_step,
+            viewer.layers.events.inserted,
+            viewer.layers.events.removed,
+        ):
+            emitter.connect(self)
+
+    def __call__(self, event=None) -> None:
+        viewer = self._viewer()
+        if viewer is None:
+            return
         text = current_sample_id(viewer)
+        overlay = text_overlay(viewer)
         overlay.visible = text is not None
         overlay.text = text or ""
-
-    viewer.dims.events.current_step.connect(update)
-    viewer.layers.events.inserted.connect(update)
-    viewer.layers.events.removed.connect(update)

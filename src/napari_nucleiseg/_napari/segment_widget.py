@@ -29,24 +29,15 @@ from napari.utils.notifications import show_error, show_warning
 from napari.utils.theme import get_theme
 from superqt.utils import FunctionWorker, GeneratorWorker
 
-from ..models import shipped_models
+from ..models import ModelConfig
 from ..pipeline import Progress, plane_indices
 from ..postprocess import PostprocessConfig
 from . import _layers
 from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
-from ._models import (
-    LOAD,
-    ask_checkpoint_file,
-    available_devices,
-    device_line,
-    model_card,
-    model_choices,
-    model_config,
-    one_line,
-    usable_checkpoint,
-)
+from ._models import available_devices, device_line, one_line
 from ._segment_jobs import Request, Result, relabel, segment
+from .model_picker import ModelPicker
 
 ALL_PLANES, PLANE_ON_SCREEN = "All planes", "Plane on screen"
 TILES = (("Auto", None), ("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048))
@@ -63,7 +54,7 @@ class SegmentWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
-        self._checkpoints: list[str] = []
+        self._model_post = PostprocessConfig()
         self._result: Result | None = None
         self._request: Request | None = None
         self._worker = self._relabel_worker = None
@@ -76,15 +67,17 @@ class SegmentWidget(Container):
         self.reset_choices()
         self._follow_active()
         self._on_image()
-        self._on_model()
+        self._model.update()
         self._on_device()
 
     # ---- layout -------------------------------------------------------------------------
     def _build(self) -> None:
         self._image = ComboBox(label="Image", choices=self._image_choices)
         self._planes = ComboBox(label="Planes", choices=[ALL_PLANES, PLANE_ON_SCREEN])
-        self._model = ComboBox(label="Model", choices=self._model_choices)
-        self._card = Label(label="")
+        self._model = ModelPicker(
+            self._viewer, "Model", "Load a napari-nucleiseg checkpoint",
+            on_change=self._on_model, choose_trained=True,
+        )  # fmt: skip
         self._device = ComboBox(label="Device", choices=available_devices())
         self._device_line = Label(label="")
         self._prob = FloatSlider(label="Prob. threshold", min=0.05, max=0.95, step=0.01)
@@ -100,7 +93,7 @@ class SegmentWidget(Container):
         self._status = Label(label="")
         self._reference = ComboBox(label="Reference", choices=self._reference_choices)
         self._score = Label(label="")
-        _layers.narrow(self._image, self._model, self._reference)
+        _layers.narrow(self._image, self._reference)
         thresholds = _layers.section(
             "Thresholds", [self._prob, self._seed, self._min_size, self._split]
         )
@@ -110,13 +103,13 @@ class SegmentWidget(Container):
             expanded=False,
         )
         self.extend([
-            _layers.rows(self._image, self._planes, self._model, self._card), self._run,
+            _layers.rows(self._image, self._planes, self._model.combo, self._model.card),
+            self._run,
             self._progress, self._cancel, self._status, thresholds, options,
             _layers.rows(self._reference), self._score,
         ])  # fmt: skip
-        _layers.text_lines(self._card, self._device_line, self._status, self._score)
-        for line in (self._card, self._device_line):
-            line.native.setStyleSheet("color: gray;")
+        _layers.text_lines(self._device_line, self._status, self._score)
+        self._device_line.native.setStyleSheet("color: gray;")
         colour = get_theme(self._viewer.theme).current.as_hex()
         self._run.native.setStyleSheet(
             f"QPushButton {{ font-weight: bold; padding: 7px; background-color: {colour}; "
@@ -136,8 +129,6 @@ class SegmentWidget(Container):
 
     def _connect(self) -> None:
         self._image.changed.connect(self._on_image)
-        self._model.changed.connect(self._on_model)
-        self._model.native.activated.connect(self._on_model_activated)
         self._device.changed.connect(self._on_device)
         for knob in (self._prob, self._seed, self._min_size, self._split):
             knob.changed.connect(self._on_knob)
@@ -163,6 +154,7 @@ class SegmentWidget(Container):
         for emitter, callback in self._viewer_events:
             emitter.disconnect(callback)
         self._viewer_events = []
+        self._model.disconnect()
         self.cancel()
 
     # ---- choices ------------------------------------------------------------------------
@@ -176,9 +168,6 @@ class SegmentWidget(Container):
     def _reference_choices(self, _widget=None) -> list[tuple[str, Labels | None]]:
         labels = [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
         return [("none", None), *labels]
-
-    def _model_choices(self, _widget=None) -> list[tuple[str, str]]:
-        return model_choices(self._checkpoints)
 
     def _on_inserted(self, event=None) -> None:
         self.reset_choices()
@@ -210,68 +199,24 @@ class SegmentWidget(Container):
             self._update_score()
         self._update_run_button()
 
-    def _on_model_activated(self, index: int) -> None:
-        """A user's pick in the model list (also when re-picking the current item)."""
-        if self._model.native.itemText(index) == LOAD:
-            self.ask_checkpoint()
-
-    def ask_checkpoint(self) -> None:
-        """Ask for a checkpoint file and load it."""
-        path = ask_checkpoint_file(self.native, "Load a napari-nucleiseg checkpoint")
-        if path:
-            self.load_checkpoint(path)
-        elif self._model.value == LOAD and len(self._model.choices) > 1:
-            self._model.value = self._model.choices[0]
-
     def load_checkpoint(self, path: str | Path) -> bool:
         """Offer a checkpoint file as model and choose it; a bad file gives a notification.
+        Returns whether the file was accepted."""
+        return self._model.load_checkpoint(path)
 
-        Returns
-        -------
-        bool
-            Whether the file was accepted.
-        """
-        path = usable_checkpoint(path)
-        if path is None:
-            if self._model.value == LOAD and len(self._model.choices) > 1:
-                self._model.value = self._model.choices[0]
-            return False
-        if path not in self._checkpoints:
-            self._checkpoints.append(path)
-        self._model.reset_choices()
-        self._model.value = path
-        return True
-
-    def _on_model(self, _value=None) -> None:
-        """A new model: its card, and its thresholds as the knobs' defaults."""
-        source = self._model.value
+    def _on_model(self, config: ModelConfig | None) -> None:
+        """A new model (None: none usable): its thresholds become the knobs' defaults."""
         self._result = None  # the kept maps belong to the previous model
-        self._model_post = PostprocessConfig()  # until the model's own is read
-        self._card.tooltip = ""
-        if source in (None, LOAD):
-            none = not shipped_models()
-            self._card.value = (
-                "No model is shipped with this install: choose 'Load checkpoint…' and pick a .pt "
-                "file trained with `nucleiseg train`." if none else "Choose a model."
-            )  # fmt: skip
-            self._update_run_button()
-            return
-        try:
-            config = model_config(source)
-        except (OSError, ValueError) as exc:
-            show_error(f"Cannot use model {source}: {one_line(exc)}")
-            self._card.value = f"Cannot read this model: {one_line(exc)}"
-            self._update_run_button()
-            return
-        self._card.value, self._card.tooltip = model_card(source, config)
-        pp = self._model_post = config.postprocess
-        self._quiet = True
-        try:
-            self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
-            self._min_size.value = pp.min_size
-            self._split.value = min(max(pp.split_depth, self._split.min), self._split.max)
-        finally:
-            self._quiet = False
+        self._model_post = PostprocessConfig() if config is None else config.postprocess
+        if config is not None:
+            pp = config.postprocess
+            self._quiet = True
+            try:
+                self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
+                self._min_size.value = pp.min_size
+                self._split.value = min(max(pp.split_depth, self._split.min), self._split.max)
+            finally:
+                self._quiet = False
         self._update_run_button()
 
     def _on_device(self, _value=None) -> None:
@@ -289,21 +234,21 @@ class SegmentWidget(Container):
 
     def _update_run_button(self) -> None:
         busy = self._worker is not None
-        ready = self._image.value is not None and self._model.value not in (None, LOAD)
+        ready = self._image.value is not None and self._model.chosen is not None
         self._run.enabled = ready and not busy
 
     # ---- the run ------------------------------------------------------------------------
     def run(self, _value=None) -> None:
         """Segment the chosen image (the Segment button)."""
         image = self._image.value
-        if self._worker is not None or image is None or self._model.value in (None, LOAD):
+        if self._worker is not None or image is None or self._model.chosen is None:
             return
         lead = _layers.image_lead(image)
         one = bool(lead) and self._planes.value == PLANE_ON_SCREEN
         planes = [_layers.plane_on_screen(self._viewer, image)] if one else plane_indices(lead)
         self._request = req = Request(
             image=image, data=_layers.image_data(image), planes=planes,
-            model=self._model.value, device=self._device.value, tile_size=self._tile.value,
+            model=self._model.chosen, device=self._device.value, tile_size=self._tile.value,
             tta=self._tta.value, post=self._post(),
         )  # fmt: skip
         self._life.stops = [req.stop]

@@ -1,15 +1,14 @@
 """The "Train on curated data" dock widget: fine-tune a model on corrected samples.
 
 The work is :func:`napari_nucleiseg.finetune.finetune`, a napari-free generator,
-run in a worker; this module only reads the settings, draws the progress (a
-small loss / validation-score plot painted with QPainter) and shows the result.
-The new checkpoint is offered to every "Segment nuclei" widget docked in the
-same viewer.
+run in a worker; this module only reads the settings, draws the progress on a
+:class:`~.loss_plot.LossPlot` and shows the result. The new checkpoint goes to
+the window's trained models (:mod:`.model_picker`): every "Segment nuclei" dock
+of the window lists it.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 
@@ -28,25 +27,17 @@ from magicgui.widgets import (
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from napari.utils.theme import get_theme
-from qtpy.QtCore import QPointF, Qt
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QFileDialog, QMessageBox, QSizePolicy, QWidget
+from qtpy.QtWidgets import QFileDialog, QMessageBox
 from superqt.utils import GeneratorWorker
 
 from ..errors import FileProblem, NucleisegError
 from ..finetune import FinetuneResult, Stage, finetune, plan_validation
 from ..training import TrainConfig, TrainProgress
-from ._layers import narrow, rows, scroll, section, show_line, text_lines
-from ._models import (
-    LOAD,
-    ask_checkpoint_file,
-    available_devices,
-    model_card,
-    model_choices,
-    model_config,
-    one_line,
-    usable_checkpoint,
-)
+from ._layers import rows, scroll, section, show_line, text_lines
+from ._lifetime import CloseWatcher, Lifetime, while_alive
+from ._models import available_devices, one_line
+from .loss_plot import LossPlot
+from .model_picker import ModelPicker
 
 OPTIMIZERS = (("Adam", "adam"), ("SGD", "sgd"), ("RMSProp", "rmsprop"))
 ROOT_SEP = ";"
@@ -68,101 +59,6 @@ def _job(base, roots, settings, **kwargs):
         raise TrainingFailed(f"Training failed: {one_line(exc)}") from exc
 
 
-class _Run:
-    """One run's stop flag and whether the widget still exists (no reference to the widget)."""
-
-    def __init__(self):
-        self.stop = threading.Event()
-        self.alive = True
-
-    def end(self, *_) -> None:
-        self.alive = False
-        self.stop.set()
-
-
-class LossPlot(QWidget):
-    """Training loss per step (line, left scale) and validation DSB score per epoch (dots, 0-1).
-
-    The base model's score is a dashed line, so the gain is seen at a glance.
-    """
-
-    def __init__(self, colors: dict[str, str], parent=None):
-        super().__init__(parent)
-        self._colors = {k: QColor(v) for k, v in colors.items()}
-        self.setMinimumHeight(150)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget the curves (a new run)."""
-        self.losses: list[float] = []
-        self.scores: list[tuple[int, float]] = []  # (steps so far, score)
-        self.base: float | None = None
-        self.total = 1
-        self.update()
-
-    def add_step(self, loss: float, total: int) -> None:
-        self.losses.append(loss)
-        self.total = max(total, len(self.losses), 1)
-        self.update()
-
-    def add_score(self, score: float) -> None:
-        self.scores.append((len(self.losses), score))
-        self.update()
-
-    def set_base(self, score: float | None) -> None:
-        self.base = score
-        self.update()
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        c = self._colors
-        w, h = self.width(), self.height()
-        left, right, top, bottom = 34, 30, 18, 6
-        pw, ph = max(w - left - right, 1), max(h - top - bottom, 1)
-        p.setPen(QPen(c["grid"], 1))
-        p.drawRect(left, top, pw, ph)
-        finite = [v for v in self.losses if math.isfinite(v)]
-        hi = max(finite, default=1.0) or 1.0
-
-        def x(step: float) -> float:
-            return left + pw * step / self.total
-
-        def y(frac: float) -> float:
-            return top + ph * (1 - min(max(frac, 0.0), 1.0))
-
-        p.setPen(c["text"])
-        p.drawText(2, top + 10, f"{hi:.2g}")
-        p.drawText(2, top + ph, "0")
-        p.drawText(left + pw + 4, top + 10, "1")
-        p.drawText(left + pw + 4, top + ph, "0")
-        p.setPen(c["loss"])
-        p.drawText(left, top - 5, "loss")
-        p.setPen(c["score"])
-        p.drawText(left + 40, top - 5, "validation score")
-        if self.base is not None:
-            p.setPen(c["base"])
-            p.drawText(left + 160, top - 5, "base model")
-            pen = QPen(c["base"], 1, Qt.PenStyle.DashLine)
-            p.setPen(pen)
-            p.drawLine(QPointF(left, y(self.base)), QPointF(left + pw, y(self.base)))
-        if len(self.losses) > 1:
-            p.setPen(QPen(c["loss"], 1.5))
-            points = [
-                QPointF(x(i + 1), y(v / hi)) for i, v in enumerate(self.losses) if math.isfinite(v)
-            ]
-            p.drawPolyline(QPolygonF(points))
-        p.setPen(QPen(c["score"], 2))
-        p.setBrush(c["score"])
-        dots = [QPointF(x(s), y(v)) for s, v in self.scores]
-        if len(dots) > 1:
-            p.drawPolyline(QPolygonF(dots))
-        for dot in dots:
-            p.drawEllipse(dot, 3.0, 3.0)
-        p.end()
-
-
 def _path_row(label: str, button: str) -> tuple[LineEdit, PushButton, Container]:
     """A labelled row of a path field and the button that opens its folder dialog."""
     edit, push = LineEdit(label=""), PushButton(text=button)
@@ -182,21 +78,20 @@ class TrainWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
-        self._checkpoints: list[str] = []
         self._worker = None
-        self._run = _Run()
-        self._total_steps = 1
+        self._stop = threading.Event()
+        self._life = Lifetime()
         self._build()
         self._connect()
-        self._base.reset_choices()
-        self._on_base()
+        self._base.update()
         self._on_roots()
 
     # ---- layout -------------------------------------------------------------------------
     def _build(self) -> None:
-        self._base = ComboBox(label="Base model", choices=self._base_choices)
-        narrow(self._base)
-        self._card = Label(label="")
+        self._base = ModelPicker(
+            self._viewer, "Base model", "Base model: a napari-nucleiseg checkpoint",
+            on_change=self._update_train_button, choose_trained=False,
+        )  # fmt: skip
         self._roots, self._add_root, roots_row = _path_row("Curated roots", "Add…")
         self._original, self._add_original, original_row = _path_row("Original data", "Choose…")
         self._holdout = FloatSpinBox(label="Hold out", min=0.0, max=0.9, step=0.05, value=0.2)
@@ -222,20 +117,16 @@ class TrainWidget(Container):
             expanded=False,
         )  # fmt: skip
         self.extend([
-            rows(self._base, self._card, roots_row, original_row, self._holdout,
+            rows(self._base.combo, self._base.card, roots_row, original_row, self._holdout,
                  self._validation),
             settings, rows(self._output), self._train, self._progress, self._cancel,
             self._status, self._scores,
         ])  # fmt: skip
         theme = get_theme(self._viewer.theme)
-        self._plot = LossPlot({
-            "grid": theme.foreground.as_hex(), "text": theme.text.as_hex(),
-            "loss": theme.text.as_hex(), "score": theme.current.as_hex(), "base": "#e0a030",
-        })  # fmt: skip
+        self._plot = LossPlot.themed(theme)
         self.native.layout().addWidget(self._plot)
-        text_lines(self._card, self._validation, self._status, self._scores)
-        for line in (self._card, self._validation):
-            line.native.setStyleSheet("color: gray;")
+        text_lines(self._validation, self._status, self._scores)
+        self._validation.native.setStyleSheet("color: gray;")
         self._train.native.setStyleSheet(
             f"QPushButton {{ font-weight: bold; padding: 7px; background-color: "
             f"{theme.current.as_hex()}; color: white; }} "
@@ -258,8 +149,6 @@ class TrainWidget(Container):
         scroll(self)
 
     def _connect(self) -> None:
-        self._base.changed.connect(self._on_base)
-        self._base.native.activated.connect(self._on_base_activated)
         self._roots.changed.connect(self._on_roots)
         self._holdout.changed.connect(self._on_roots)
         self._add_root.changed.connect(self.ask_root)
@@ -267,49 +156,15 @@ class TrainWidget(Container):
         self._output.changed.connect(self._update_train_button)
         self._train.changed.connect(self.train)
         self._cancel.changed.connect(self.cancel)
-        self.native.destroyed.connect(self._run.end)
+        self.native.destroyed.connect(self._life.end)
+        self._watcher = CloseWatcher(self._base.disconnect)  # a run goes on: it may save
+        self.native.installEventFilter(self._watcher)
 
     # ---- base model ---------------------------------------------------------------------
-    def _base_choices(self, _widget=None) -> list[tuple[str, str]]:
-        return model_choices(self._checkpoints)
-
-    def _on_base_activated(self, index: int) -> None:
-        if self._base.native.itemText(index) == LOAD:
-            path = ask_checkpoint_file(self.native, "Base model: a napari-nucleiseg checkpoint")
-            if path:
-                self.load_checkpoint(path)
-            elif len(self._base.choices) > 1:
-                self._base.value = self._base.choices[0]
-
-    def load_checkpoint(self, path: str | Path, select: bool = True) -> bool:
-        """Offer a checkpoint file as base model; a bad file gives a notification.
-
-        Returns
-        -------
-        bool
-            Whether the file was accepted.
-        """
-        path = usable_checkpoint(path)
-        if path is None:
-            return False
-        if path not in self._checkpoints:
-            self._checkpoints.append(path)
-        current = self._base.value
-        self._base.reset_choices()
-        self._base.value = path if select or current in (None, LOAD) else current
-        return True
-
-    def _on_base(self, _value=None) -> None:
-        source = self._base.value
-        self._card.tooltip = ""
-        if source in (None, LOAD):
-            self._card.value = "No shipped model here: choose 'Load checkpoint…'."
-        else:
-            try:
-                self._card.value, self._card.tooltip = model_card(source, model_config(source))
-            except (OSError, ValueError) as exc:
-                self._card.value = f"Cannot read this model: {one_line(exc)}"
-        self._update_train_button()
+    def load_checkpoint(self, path: str | Path) -> bool:
+        """Offer a checkpoint file as base model and choose it; a bad file gives a
+        notification. Returns whether the file was accepted."""
+        return self._base.load_checkpoint(path)
 
     # ---- data ---------------------------------------------------------------------------
     def roots(self) -> list[Path]:
@@ -373,13 +228,13 @@ class TrainWidget(Container):
         return answer == QMessageBox.StandardButton.Yes
 
     def _update_train_button(self, _value=None) -> None:
-        ready = self._base.value not in (None, LOAD) and bool(self.roots())
+        ready = self._base.chosen is not None and bool(self.roots())
         self._train.enabled = ready and self._output.value is not None and self._worker is None
 
     def train(self, _value=None) -> bool:
         """Start fine-tuning (the Train button); returns whether a run started."""
-        base, roots, output = self._base.value, self.roots(), self._output.value
-        if self._worker is not None or base in (None, LOAD) or not roots or output is None:
+        base, roots, output = self._base.chosen, self.roots(), self._output.value
+        if self._worker is not None or base is None or not roots or output is None:
             return False
         output = Path(output)
         if output.suffix == "":
@@ -395,15 +250,15 @@ class TrainWidget(Container):
             self._fail(f"Cannot train: {one_line(exc)}")
             return False
         original = self._original.value.strip() or None
-        self._run = run = _Run()
-        self.native.destroyed.connect(run.end)
+        self._stop = stop = threading.Event()
+        self._life.stops = [stop]
         self._worker = create_worker(
             _job, base, roots, settings, output=output, original_root=original,
             val_fraction=float(self._holdout.value), overwrite=overwrite,
-            device=self._device.value, should_stop=run.stop.is_set,
+            device=self._device.value, should_stop=stop.is_set,
             _start_thread=False, _worker_class=GeneratorWorker,
-            _connect={"yielded": self._on_yield(run), "returned": self._on_result(run),
-                      "errored": self._on_error(run), "finished": self._on_finished(run)},
+            _connect={"yielded": self._on_yield(stop), "returned": self._on_result(stop),
+                      "errored": self._on_error, "finished": self._on_finished},
         )  # fmt: skip
         self._plot.clear()
         self._scores.value = ""
@@ -419,7 +274,7 @@ class TrainWidget(Container):
         """Stop the run before the next optimiser step; no checkpoint is written."""
         if self._worker is None:
             return
-        self._run.stop.set()
+        self._stop.set()
         self._cancel.enabled = False
         self._status.value = "Cancelling after the current step…"
 
@@ -427,10 +282,11 @@ class TrainWidget(Container):
         show_line(self._status, message)
         show_error(message)
 
-    # Worker callbacks: made per run, they do nothing once the widget is gone.
-    def _on_yield(self, run: _Run):
+    # Worker callbacks: they do nothing once the widget is gone; those made per run see
+    # the run's own stop flag.
+    def _on_yield(self, stop: threading.Event):
         def on_yield(item) -> None:
-            if not run.alive or run.stop.is_set():
+            if not self._life.alive or stop.is_set():
                 return
             if isinstance(item, Stage):
                 self._status.value = f"{item.text} ({item.done + 1}/{item.total})…"
@@ -454,14 +310,14 @@ class TrainWidget(Container):
                 self._plot.add_score(p.val_score)
             self._status.value = f"Epoch {p.epoch}/{p.epochs} done: loss {p.loss:.3f}{val}"
 
-    def _on_result(self, run: _Run):
+    def _on_result(self, stop: threading.Event):
         def on_result(result: FinetuneResult) -> None:
             # Cancel and this callback both run on the GUI thread: a Cancel that came
             # while the worker saved is seen here, and the staged checkpoint is dropped.
-            cancelled = result.cancelled or run.stop.is_set()
-            if cancelled or not run.alive:
+            cancelled = result.cancelled or stop.is_set()
+            if cancelled or not self._life.alive:
                 result.discard()
-            if not run.alive:
+            if not self._life.alive:
                 return
             self._plot.set_base(result.base_score)
             self._scores.value = _scores_text(result, cancelled)
@@ -474,29 +330,20 @@ class TrainWidget(Container):
                 self._fail(f"Not saved: {one_line(exc)}")
                 return
             show_line(self._status, f"Saved {path}")
-            self.load_checkpoint(path, select=False)
-            offered = offer_to_segment_widgets(self._viewer, path)
-            where = " and added to 'Segment nuclei'" if offered else ""
-            show_info(f"New model saved as {path.name}{where}")
+            self._base.trained.add(path)  # listed here, chosen in 'Segment nuclei'
+            show_info(f"New model saved as {path.name}: 'Segment nuclei' offers it")
 
         return on_result
 
-    def _on_error(self, run: _Run):
-        def on_error(exc: Exception) -> None:
-            if run.alive:
-                self._fail(one_line(exc))
+    @while_alive
+    def _on_error(self, exc: Exception) -> None:
+        self._fail(one_line(exc))
 
-        return on_error
-
-    def _on_finished(self, run: _Run):
-        def on_finished() -> None:
-            if not run.alive:
-                return
-            self._worker = None
-            self._progress.visible = self._cancel.visible = False
-            self._update_train_button()
-
-        return on_finished
+    @while_alive
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._progress.visible = self._cancel.visible = False
+        self._update_train_button()
 
 
 def _scores_text(result: FinetuneResult, cancelled: bool) -> str:
@@ -517,24 +364,3 @@ def _scores_text(result: FinetuneResult, cancelled: bool) -> str:
         f"DSB2018 score on {len(v.ids)} {how} validation sample(s):<br>"
         f"base model <b>{base}</b> → new model <b>{new}</b>{gain}"
     )
-
-
-def offer_to_segment_widgets(viewer, path: Path) -> int:
-    """Add a checkpoint to the model list of every "Segment nuclei" widget docked in ``viewer``.
-
-    Returns
-    -------
-    int
-        How many widgets took it.
-    """
-    from .segment_widget import SegmentWidget
-
-    try:
-        docked = list(viewer.window.dock_widgets.values())
-    except (AttributeError, RuntimeError):  # no window (headless viewer) or being closed
-        return 0
-    taken = 0
-    for widget in docked:
-        if isinstance(widget, SegmentWidget) and hasattr(widget, "load_checkpoint"):
-            taken += bool(widget.load_checkpoint(path))
-    return taken

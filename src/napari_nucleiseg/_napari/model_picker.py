@@ -1,0 +1,203 @@
+"""The model picker of the docks: a model list with its "Load checkpoint…" entry and its
+card line, and the checkpoints trained in the same napari window.
+
+The Segment and Train docks each hold one :class:`ModelPicker`. A checkpoint that
+the Train dock saves goes to its window's :class:`TrainedModels`: every picker of
+that window lists it (a Segment dock's also chooses it), and a dock opened later
+starts with it in its list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Label
+from napari.utils.notifications import show_error
+from psygnal import Signal
+from qtpy.QtCore import QObject, Qt
+from qtpy.QtWidgets import QFileDialog
+
+from ..models import DEFAULT_MODEL, ModelConfig, shipped_models
+from ._layers import narrow, text_lines
+from ._models import model_card, model_config, one_line
+
+#: the last entry of a model list: picking it opens a file dialog
+LOAD = "Load checkpoint…"
+NO_MODEL = (
+    "No model is shipped with this install: choose 'Load checkpoint…' and pick a .pt file "
+    "trained with `nucleiseg train`."
+)
+
+
+class TrainedModels(QObject):
+    """The checkpoints trained in one napari window, in the order they were saved.
+
+    A child of the window's ``QMainWindow``: it lives as long as the window, and
+    every dock of the window finds the same one (:meth:`of`); nothing is kept at
+    module level. ``added`` is emitted with each new path.
+    """
+
+    added = Signal(str)
+    NAME = "napari-nucleiseg trained models"
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.setObjectName(self.NAME)
+        self.paths: list[str] = []
+
+    @classmethod
+    def of(cls, viewer) -> TrainedModels:
+        """The trained checkpoints of ``viewer``'s window (a new, unshared one for a
+        viewer without a window)."""
+        try:  # a public attribute that napari's proxy of the viewer hands out unwrapped
+            window = viewer.window.main_menu.window()
+        except (AttributeError, RuntimeError):  # a ViewerModel, or a window being closed
+            return cls()
+        found = window.findChild(cls, cls.NAME, Qt.FindChildOption.FindDirectChildrenOnly)
+        return found if found is not None else cls(window)
+
+    def add(self, path: str | os.PathLike) -> None:
+        """Announce a newly trained checkpoint to every picker of the window."""
+        path = str(Path(path).resolve())
+        if path not in self.paths:
+            self.paths.append(path)
+        self.added.emit(path)
+
+
+class ModelPicker:
+    """A model list (shipped models, checkpoint files, "Load checkpoint…") and a card line
+    that sums the chosen model up; the dock places ``combo`` and ``card`` where it likes.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The checkpoints trained in its window are listed, now and as they are saved.
+    label : str
+        The list's label.
+    title : str
+        The title of the file dialog behind "Load checkpoint…".
+    on_change : callable
+        Called with the chosen model's config, or None when no usable model is chosen,
+        once the card shows the new choice.
+    choose_trained : bool
+        Whether a checkpoint trained in the window is also chosen, or only listed.
+    """
+
+    def __init__(
+        self,
+        viewer,
+        label: str,
+        title: str,
+        on_change: Callable[[ModelConfig | None], None],
+        choose_trained: bool,
+    ):
+        self._title, self._on_change, self._choose_trained = title, on_change, choose_trained
+        self.trained = TrainedModels.of(viewer)
+        self._checkpoints: list[str] = list(self.trained.paths)
+        self.config: ModelConfig | None = None
+        self.combo = ComboBox(label=label, choices=self._choices)
+        self.card = Label(label="")
+        narrow(self.combo)
+        text_lines(self.card)
+        self.card.native.setStyleSheet("color: gray;")
+        self.combo.changed.connect(self.update)
+        self.combo.native.activated.connect(self._on_activated)
+        self.trained.added.connect(self._on_trained)
+
+    @property
+    def value(self) -> str | None:
+        """The entry chosen: a shipped model's name, a checkpoint path, or :data:`LOAD`."""
+        return self.combo.value
+
+    @value.setter
+    def value(self, value: str) -> None:
+        self.combo.value = value
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The entries offered, as values."""
+        return self.combo.choices
+
+    @property
+    def chosen(self) -> str | None:
+        """The model to use (a shipped name or a checkpoint path), None when there is none."""
+        return None if self.combo.value in (None, LOAD) else self.combo.value
+
+    def _choices(self, _widget=None) -> list[tuple[str, str]]:
+        """(label, value): shipped models (the default first), checkpoint files, LOAD."""
+        names = sorted(shipped_models(), key=lambda n: n != DEFAULT_MODEL)
+        files = [(Path(p).name, p) for p in self._checkpoints]
+        return [(n, n) for n in names] + files + [(LOAD, LOAD)]
+
+    def _on_activated(self, index: int) -> None:
+        """A user's pick in the list (also when re-picking the current entry)."""
+        if self.combo.native.itemText(index) == LOAD:
+            self.ask_checkpoint()
+
+    def ask_checkpoint(self) -> None:
+        """Ask for a checkpoint file and load it."""
+        path, _ = QFileDialog.getOpenFileName(
+            self.combo.native, self._title, "", "Checkpoints (*.pt *.pth)"
+        )
+        if path:
+            self.load_checkpoint(path)
+        else:
+            self._leave_load()
+
+    def _leave_load(self) -> None:
+        """Back to the first model when "Load checkpoint…" led nowhere."""
+        if self.combo.value == LOAD and len(self.combo.choices) > 1:
+            self.combo.value = self.combo.choices[0]
+
+    def load_checkpoint(self, path: str | os.PathLike, select: bool = True) -> bool:
+        """Offer a checkpoint file as model; a bad file gives a notification naming it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        select : bool
+            Choose it; otherwise it is chosen only when no usable model is.
+
+        Returns
+        -------
+        bool
+            Whether the file was accepted.
+        """
+        path = str(Path(path).resolve())
+        try:
+            model_config(path)
+        except (OSError, ValueError) as exc:  # FileProblem is a ValueError naming the file
+            show_error(f"Cannot use this checkpoint: {one_line(exc)}")
+            self._leave_load()
+            return False
+        if path not in self._checkpoints:
+            self._checkpoints.append(path)
+        current = self.chosen
+        self.combo.reset_choices()
+        self.combo.value = path if select or current is None else current
+        return True
+
+    def _on_trained(self, path: str) -> None:
+        self.load_checkpoint(path, select=self._choose_trained)
+
+    def update(self, _value=None) -> None:
+        """Show the chosen model on the card and tell the dock (``on_change``)."""
+        source = self.chosen
+        self.config, self.card.tooltip = None, ""
+        if source is None:
+            self.card.value = "Choose a model." if shipped_models() else NO_MODEL
+        else:
+            try:
+                self.config = model_config(source)
+            except (OSError, ValueError) as exc:
+                show_error(f"Cannot use model {source}: {one_line(exc)}")
+                self.card.value = f"Cannot read this model: {one_line(exc)}"
+            else:
+                self.card.value, self.card.tooltip = model_card(source, self.config)
+        self._on_change(self.config)
+
+    def disconnect(self) -> None:
+        """Stop listing what is trained in the window (the dock is closing)."""
+        self.trained.added.disconnect(self._on_trained)
