@@ -193,7 +193,7 @@ def test_samples_overwrite_never_deletes_the_shipped_samples(capsys, tmp_path, m
 
 def test_readme_first_command_runs_twice(capsys, tmp_path, monkeypatch):
     """The set-up command of the README (after its pip installs) can be run again."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     line = readme.split("```bash\n", 1)[1].split("\n", 1)[0]
     commands = [shlex.split(c) for c in line.split(" && ") if c.startswith("nucleiseg ")]
     assert [c[1] for c in commands] == ["samples", "predict", "evaluate"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import TESTS
 from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.models import ModelConfig, TrainingInfo, load_model
@@ -283,7 +283,7 @@ def test_a_cli_fine_tune_never_trains_on_what_its_base_excluded(tmp_path, capsys
 
     root = tmp_path / "root"
     folders = [sample_folder("fluorescence"), sample_folder("histology")]
-    folders += sorted((Path(__file__).parent / "data" / "stage1_fixed").iterdir())
+    folders += sorted((TESTS / "data" / "stage1_fixed").iterdir())
     for folder in folders:
         shutil.copytree(folder, root / folder.name)
     held = folders[-1].name
