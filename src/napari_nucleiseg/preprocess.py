@@ -11,7 +11,7 @@ near the dark end, in brightfield and H&E near the bright end. Measured on the
 median is at most 0.19 on the 546 fluorescence images, at least 0.43 on the
 108 colour (H&E-like) images and at least 0.82 on the 16 grey brightfield
 images, so 0.3 separates all of them with a margin on both sides
-(``tests/test_preprocess.py`` re-measures it when the data is present).
+(``tests/core/test_preprocess.py`` re-measures it when the data is present).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _PERCENTILE_PIXELS = 1 << 22
 #: an image whose contrast (:func:`contrast`) is below this holds no nuclei: percentile
 #: scaling would stretch its noise into blobs. Measured: the 670 stage-1 images are at 30 or
 #: more (median 171), the 30 MoNuSeg H&E tiles at 96 or more; uniform 8-bit noise is at 3.3,
-#: Gaussian noise at 5.3, a flat 137 +- 1 image at 2.7 (tests/test_reliability.py).
+#: Gaussian noise at 5.3, a flat 137 +- 1 image at 2.7 (tests/core/test_reliability.py).
 MIN_CONTRAST = 8.0
 #: Immerkaer's kernel: a Laplacian difference that cancels any plane, so that what is left
 #: of an image is its noise (and edges, which the median of its magnitude ignores)
