@@ -7,17 +7,12 @@ largest image, where only the samples on screen are decoded.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import FileProblem
 from ..io import stage1
-from ..io.images import label_dtype
-from ..io.lazy import LazyStack
+from ..io.lazy import root_stacks
 from . import _metadata as meta
 
 LayerData = tuple  # (data, kwargs, layer_type)
@@ -56,67 +51,6 @@ def sample_layers(sample: stage1.Sample) -> list[LayerData]:
 def read_sample_layers(path: str) -> list[LayerData]:
     """Read one sample folder into an image and a Labels layer."""
     return sample_layers(stage1.read_sample(path))
-
-
-def _pad(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Zero-pad at the bottom and right up to ``shape`` (top-left stays aligned)."""
-    out = np.zeros(shape, dtype=array.dtype)
-    out[tuple(slice(0, n) for n in array.shape)] = array
-    return out
-
-
-def _image_plane(folder: Path, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        image = stage1.read_image(folder)
-    except FileProblem as exc:
-        warnings.warn(f"cannot show sample: {exc}", stacklevel=1)
-        return np.zeros(shape, np.uint8)
-    if image.ndim == 2 and len(shape) == 3:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return _pad(image, shape)
-
-
-def _label_plane(
-    folder: Path, image_shape: tuple[int, int], shape: tuple[int, int], dtype
-) -> np.ndarray:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stage1.OverlapWarning)
-            labels, _, _ = stage1.read_labels(folder, image_shape)
-    except FileProblem as exc:
-        warnings.warn(f"cannot show masks: {exc}", stacklevel=1)
-        labels = None
-    if labels is None:
-        return np.zeros(shape, dtype)
-    return _pad(labels.astype(dtype, copy=False), shape)
-
-
-def root_stacks(root: str | Path) -> tuple[list[stage1.SampleInfo], LazyStack, LazyStack | None]:
-    """Lazy (N, H, W[, 3]) image and (N, H, W) label stacks of a root, from PNG headers only.
-
-    Images are padded at the bottom and right to the largest size; the stack is
-    RGB unless every image is stored grey. The labels stack is None when no
-    sample has a ``masks/`` folder.
-    """
-    infos = stage1.scan(root)
-    height = max(i.shape[0] for i in infos)
-    width = max(i.shape[1] for i in infos)
-    grey = all(i.mode in {"L", "1"} for i in infos)
-    image_shape = (height, width) if grey else (height, width, 3)
-    images = LazyStack(
-        len(infos), image_shape, np.uint8, lambda k: _image_plane(infos[k].path, image_shape)
-    )
-    masks = [stage1.mask_paths(i.path) for i in infos]
-    if all(m is None for m in masks):
-        return infos, images, None
-    dtype = label_dtype(max(len(m or ()) for m in masks))
-    labels = LazyStack(
-        len(infos),
-        (height, width),
-        dtype,
-        lambda k: _label_plane(infos[k].path, infos[k].shape, (height, width), dtype),
-    )
-    return infos, images, labels
 
 
 def read_root_layers(path: str) -> list[LayerData]:
