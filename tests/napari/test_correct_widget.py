@@ -9,6 +9,7 @@ from napari.layers import Labels
 from conftest import open_dock, tree_digest
 from napari_nucleiseg._napari import _metadata as meta
 from napari_nucleiseg._napari.correct_widget import KEYS, CorrectWidget
+from napari_nucleiseg._napari.export_panel import ExportPanel
 from napari_nucleiseg.edit import compare_labels
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.io.manifest import read_manifest
@@ -171,16 +172,16 @@ def test_export_existing_id_asks(opened, tmp_path, monkeypatch):
         asked.append(proposed)
         return None
 
-    monkeypatch.setattr(CorrectWidget, "ask_existing", lambda self, *a: cancel(*a))
+    monkeypatch.setattr(ExportPanel, "ask_existing", lambda self, *a: cancel(*a))
     before = tree_digest(tmp_path)
     widget.delete([largest(labels.data, 1)[0]])
     assert widget.export() is None
     assert asked == [f"{labels.metadata['sample_id']}_v2"]
     assert tree_digest(tmp_path) == before  # a refused export changes nothing
-    monkeypatch.setattr(CorrectWidget, "ask_existing", lambda *args: "new-version")
+    monkeypatch.setattr(ExportPanel, "ask_existing", lambda *args: "new-version")
     result = widget.export()
     assert result.id == asked[0] and result.path.is_dir()
-    monkeypatch.setattr(CorrectWidget, "ask_existing", lambda *args: "overwrite")
+    monkeypatch.setattr(ExportPanel, "ask_existing", lambda *args: "overwrite")
     result = widget.export()
     assert result.id == labels.metadata["sample_id"]
     assert read_sample(result.path).labels.max() == len(np.unique(labels.data)) - 1

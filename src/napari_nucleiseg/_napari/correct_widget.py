@@ -1,8 +1,8 @@
 """The "Correct masks" widget: fix a Labels layer, count the changes, export a training sample.
 
-Glue only: every operation is a function of :mod:`napari_nucleiseg.edit` and
-the export is :func:`napari_nucleiseg.io.export.export_sample`. An operation's
-result is written back with ``Labels.data_setitem`` inside
+Glue only: every operation is a function of :mod:`napari_nucleiseg.edit`; the export is
+:class:`~napari_nucleiseg._napari.export_panel.ExportPanel`, below the tools. An
+operation's result is written back with ``Labels.data_setitem`` inside
 ``Labels.block_history()``, both public napari API, so that napari's own undo
 (Ctrl+Z on the layer) takes it back in one step, like a paint stroke.
 
@@ -14,36 +14,22 @@ over two points of one nucleus), H fill holes, N paint a new nucleus.
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import napari
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    Label,
-    LineEdit,
-    PushButton,
-    SpinBox,
-    create_widget,
-)
+from magicgui.widgets import Container, Label, LineEdit, SpinBox, create_widget
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
+import napari
+
 from .. import edit
 from ..edit import compare_labels
-from ..errors import FileProblem
-from ..io import stage1
-from ..io.export import SampleExists, export_sample, next_version_id
-from ..io.images import write_label_tiff
-from ..io.manifest import SPLITS
-from ..io.tiff_layout import iter_export_tiff_layout
 from . import _metadata as meta
 from ._layers import narrow, rows, scroll, section, show_line, text_lines
 from ._lifetime import CloseWatcher
+from .export_panel import ExportPanel, button, source_labels
 
 SPLIT_LINE_LAYER = "split line"
 KEYS = {"D": "delete", "G": "merge", "S": "split", "H": "fill_holes", "N": "new_label"}
@@ -72,16 +58,10 @@ class CorrectWidget(Container):
         self.native.destroyed.connect(self._on_destroyed)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         self._layer_combo.changed.connect(self._on_layer_changed)
-        self._image_combo.changed.connect(self._update_default_id)
         self.reset_choices()
         self._on_layer_changed(self._layer_combo.value)
 
     # ------------------------------------------------------------ building
-    def _button(self, text: str, slot: Callable[[], object], tooltip: str = "") -> PushButton:
-        button = PushButton(text=text, tooltip=tooltip)
-        button.changed.connect(lambda *_: slot())
-        return button
-
     def _row(self, *widgets) -> Container:
         row = Container(widgets=list(widgets), layout="horizontal", labels=False)
         row.margins = (0, 0, 0, 0)
@@ -99,13 +79,14 @@ class CorrectWidget(Container):
         self._picks_label = _text("")
         self._count = _text("")
         self._status = _text("")
-        self._image_combo = create_widget(annotation=napari.layers.Image, label="Image")
-        self._root = FileEdit(mode="d", label="Output root", value="")
-        self._sample_id = LineEdit(label="Sample id")
-        self._split = ComboBox(choices=list(SPLITS), value="train", label="Use for")
-        self._tiff = FileEdit(mode="w", label="Labels TIFF", filter="*.tif", value="")
-        narrow(self._layer_combo, self._image_combo)
-        b = self._button
+        self._export = ExportPanel(
+            layer=lambda: self._layer,
+            label_array=self._label_array,
+            say=self._say,
+            note=lambda message: setattr(self._status, "value", message),
+        )
+        narrow(self._layer_combo)
+        b = button
         correct = section(
             "Correct (keys D G S H N, Ctrl+Z undoes)",
             [
@@ -134,27 +115,7 @@ class CorrectWidget(Container):
                 self._count,
             ],
         )
-        export = section(
-            "Export as training data",
-            [
-                self._image_combo,
-                self._root,
-                self._sample_id,
-                self._split,
-                b("Export sample", self.export, "Write the image and labels as a stage-1 sample"),
-            ],
-        )
-        other = section(
-            "Other outputs",
-            [
-                b("Root as TIFF layout", self.export_tiff_layout,
-                  "Convert the output root to <root>_tiff/images + masks"),
-                self._tiff,
-                b("Save labels as TIFF", self.save_tiff),
-            ],
-            expanded=False,
-        )  # fmt: skip
-        self.extend([rows(self._layer_combo), correct, export, other, self._status])
+        self.extend([rows(self._layer_combo), correct, self._export, self._status])
         self.native.setMaximumWidth(480)
         scroll(self)
 
@@ -177,7 +138,7 @@ class CorrectWidget(Container):
         layer.events.paint.connect(self._schedule_count)
         layer.events.set_data.connect(self._schedule_count)
         layer.events.data.connect(self._on_data_replaced)
-        self._update_default_id()
+        self._export.update_default_id()
         self.update_count()
 
     def disconnect_layer(self) -> None:
@@ -213,7 +174,7 @@ class CorrectWidget(Container):
         baseline = layer.metadata.get(meta.BASELINE)
         if isinstance(baseline, np.ndarray) and baseline.shape == data.shape:
             return
-        original = self._source_labels(layer)
+        original = source_labels(layer)
         if original is None or original.shape != data.shape:
             original = data.copy()
         layer.metadata[meta.BASELINE] = original
@@ -223,22 +184,6 @@ class CorrectWidget(Container):
         if self._layer is not None:
             self._layer.metadata[meta.BASELINE] = np.array(self._layer.data, copy=True)
             self._schedule_count()
-
-    @staticmethod
-    def _source_labels(layer) -> np.ndarray | None:
-        """The labels as stored in the layer's source sample folder, if it has one."""
-        source = layer.metadata.get(meta.SOURCE)
-        if not source or meta.MASK_NAMES not in layer.metadata:
-            return None
-        if not stage1.is_sample_folder(source):
-            return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", stage1.OverlapWarning)  # the reader warned once
-                labels, _, _ = stage1.read_labels(source, np.shape(layer.data))
-        except FileProblem:
-            return None
-        return labels
 
     def _label_array(self) -> np.ndarray:
         """The layer's 2-D label array; raises ValueError when there is none to edit."""
@@ -429,122 +374,32 @@ class CorrectWidget(Container):
         self._picks = {"merge": [], "split": []}
         self._picks_label.value = ""
 
-    # ------------------------------------------------------------ export
-    def _update_default_id(self, *_) -> None:
-        for layer in (self._layer, self._image_combo.value):
-            if layer is not None and layer.metadata.get(meta.SAMPLE_ID):
-                self._sample_id.value = str(layer.metadata[meta.SAMPLE_ID])
-                return
-        if self._layer is not None and not self._sample_id.value:
-            self._sample_id.value = re.sub(r"[^A-Za-z0-9_.+-]+", "_", self._layer.name)
-
-    def ask_existing(self, root: Path, sample_id: str, proposed: str) -> str | None:
-        """Ask what to do about an existing sample: "overwrite", "new-version" or None."""
-        from qtpy.QtWidgets import QMessageBox
-
-        box = QMessageBox(self.native)
-        box.setWindowTitle("Sample exists")
-        box.setText(f"{root / sample_id} already exists.")
-        box.setInformativeText(f"Overwrite it, or save this one as {proposed}?")
-        overwrite = box.addButton("Overwrite", QMessageBox.ButtonRole.DestructiveRole)
-        version = box.addButton(f"Save as {proposed}", QMessageBox.ButtonRole.AcceptRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(version)
-        box.exec()
-        clicked = box.clickedButton()
-        return {id(overwrite): "overwrite", id(version): "new-version"}.get(id(clicked))
-
-    def _export_root(self) -> Path:
-        root = str(self._root.value or "")
-        if root in ("", "."):
-            raise ValueError("choose an output root folder")
-        return Path(root)
+    # ------------------------------------------------------------ export (the panel's)
+    _image_combo = property(lambda self: self._export.image_combo)
+    _root = property(lambda self: self._export.root)
+    _sample_id = property(lambda self: self._export.sample_id)
+    _split = property(lambda self: self._export.split)
+    _tiff = property(lambda self: self._export.tiff)
 
     def export(self):
         """Export the image and the labels as a stage-1 sample; returns the ExportResult or None."""
-        try:
-            labels, root = self._label_array(), self._export_root()
-            image_layer = self._image_combo.value
-            if image_layer is None:
-                raise ValueError("choose the image layer to export with the labels")
-            kwargs = self._export_kwargs(np.asarray(image_layer.data), labels)
-            sample_id = self._sample_id.value.strip()
-            try:
-                result = export_sample(root, sample_id, **kwargs)
-            except SampleExists:
-                choice = self.ask_existing(root, sample_id, next_version_id(root, sample_id))
-                if choice is None:
-                    self._status.value = "export cancelled; nothing written"
-                    return None
-                result = export_sample(root, sample_id, if_exists=choice, **kwargs)
-        except (FileProblem, ValueError) as exc:
-            self._say(f"export: {exc}", error=True)
-            return None
-        c = result.changes
-        self._say(
-            f"exported {result.id}: {len(result.mask_names)} nuclei "
-            f"({c.unchanged} kept their names) to {result.path}"
-        )
-        return result
-
-    def _export_kwargs(self, image: np.ndarray, labels: np.ndarray) -> dict:
-        record = self._layer.metadata
-        original = self._source_labels(self._layer)
-        return {
-            "image": image,
-            "labels": np.array(labels, copy=True),
-            "original": original if original is not None else record.get(meta.BASELINE),
-            "mask_names": record.get(meta.MASK_NAMES) if original is not None else None,
-            "source": record.get(meta.SOURCE),
-            "model": record.get(meta.MODEL),
-            "split": self._split.value,
-        }
+        return self._export.export()
 
     def save_tiff(self) -> Path | None:
         """Save the labels as one TIFF (the path in the "Labels TIFF" field)."""
-        path = str(self._tiff.value or "")
-        try:
-            if path in ("", "."):
-                raise ValueError("choose a .tif file to save the labels to")
-            path = Path(path).with_suffix(".tif") if not path.endswith(".tif") else Path(path)
-            overwrite = path.exists() and self.ask_overwrite(path)
-            write_label_tiff(path, self._label_array(), overwrite=overwrite)
-        except (FileProblem, ValueError) as exc:
-            self._say(f"save TIFF: {exc}", error=True)
-            return None
-        self._say(f"saved labels to {path}")
-        return path
-
-    def ask_overwrite(self, path: Path) -> bool:
-        """Ask whether to replace ``path``."""
-        from qtpy.QtWidgets import QMessageBox
-
-        answer = QMessageBox.question(self.native, "Replace?", f"{path} exists. Replace it?")
-        return answer == QMessageBox.StandardButton.Yes
+        return self._export.save_tiff()
 
     def export_tiff_layout(self):
         """Convert the output root to ``<root>_tiff/images`` + ``masks`` in a worker thread."""
-        from napari.qt.threading import create_worker
+        return self._export.export_tiff_layout()
 
-        try:
-            root = self._export_root()
-            out = root.with_name(root.name + "_tiff")
-            overwrite = out.exists() and self.ask_overwrite(out)
-            total = len(stage1.list_samples(root))
-        except (FileProblem, ValueError) as exc:
-            self._say(f"TIFF layout: {exc}", error=True)
-            return None
-        worker = create_worker(
-            iter_export_tiff_layout,
-            root,
-            out,
-            overwrite=overwrite,
-            _progress={"total": total, "desc": "TIFF layout"},
-        )
-        worker.returned.connect(lambda path: self._say(f"wrote {path}"))
-        worker.errored.connect(lambda exc: self._say(f"TIFF layout: {exc}", error=True))
-        worker.start()
-        return worker
+    def ask_existing(self, root: Path, sample_id: str, proposed: str) -> str | None:
+        """Ask what to do about an existing sample: "overwrite", "new-version" or None."""
+        return self._export.ask_existing(root, sample_id, proposed)
+
+    def ask_overwrite(self, path: Path) -> bool:
+        """Ask whether to replace ``path``."""
+        return self._export.ask_overwrite(path)
 
 
 def _fmt(value) -> str:
