@@ -93,7 +93,8 @@ def race_round(root: Path, inputs: list[Path], options: list[str], n: int, env) 
         )
         for i in range(n)
     ]
-    results = [(p.wait(), p.stderr.read()) for p in procs]
+    errors = [p.communicate()[1] for p in procs]  # (wait() could block on a full pipe)
+    results = [(p.returncode, e) for p, e in zip(procs, errors)]
     manifest = read_manifest(root)
     folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     complete = [

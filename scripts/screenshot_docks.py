@@ -4,6 +4,7 @@ Run under a display: ``xvfb-run -a python scripts/screenshot_docks.py``. Opens
 the shipped fluorescence sample through File > Open Sample's code, the docks
 through the Plugins menu's code, segments with the shipped default model on the
 CPU, and hands the result to Correct masks: a laptop screen with the whole loop.
+Prints each dock's minimum height and the window's size.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def docks_screenshot(out: Path = DOCS / "docks_1280x800.png") -> Path:
     viewer.layers.selection.active = nuclei
     viewer.reset_view()
     size = viewer.window._qt_window.size()
+    for name, widget in docks.items():  # what a dock needs at the least, title bar included
+        print(f"{name}: minimum height {widget.native.parent().minimumSizeHint().height()} px")
+    print(f"window with all three docks: {size.width()}x{size.height()}")
     if (size.width(), size.height()) != (1280, 800):
         raise SystemExit(f"the docks grew the window to {size.width()}x{size.height()}")
     return save_window(viewer, out)

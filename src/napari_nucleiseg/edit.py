@@ -454,13 +454,14 @@ def compare_labels(current: np.ndarray, original: np.ndarray | None) -> LabelCha
         If the two images differ in shape.
     """
     current, values_c = compact_labels(np.asarray(current))
-    n_current = int(np.count_nonzero(_areas(current)[1:]))
+    area_c = _areas(current)
+    n_current = int(np.count_nonzero(area_c[1:]))
     if original is None:
         return LabelChanges(added=n_current, removed=0, changed=0, unchanged=0)
     original, values_o = compact_labels(np.asarray(original))
     if current.shape != original.shape:
         raise ValueError(f"labels are {current.shape}, the original {original.shape}")
-    area_c, area_o = _areas(current), _areas(original)
+    area_o = _areas(original)
     n_original = int(np.count_nonzero(area_o[1:]))
     both = (current != 0) & (original != 0)
     base = int(area_o.size)

@@ -33,7 +33,7 @@ import numpy as np
 from .devices import resolve_device
 from .errors import FileProblem
 from .io import Sample, read_sample
-from .io.atomic import file_problem
+from .io.atomic import check_writable_folder, file_problem, partial_path, remove_stale
 from .io.manifest import read_manifest
 from .models import ModelConfig, load_model, save_checkpoint
 from .models.checkpoint import TrainingInfo
@@ -217,10 +217,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
         raise FileProblem(output, "already exists; choose another path or allow overwriting")
     if output.exists() and not output.is_file():
         raise FileProblem(output, "is not a file")
-    if not output.parent.is_dir():
-        raise FileProblem(output.parent, "does not exist")
-    if not os.access(output.parent, os.W_OK):
-        raise FileProblem(output.parent, "is not writable")
+    check_writable_folder(output.parent)  # tried, not os.access: root passes every test
 
 
 def finetune(
@@ -273,6 +270,7 @@ def finetune(
     stop = should_stop or (lambda: False)
     output = Path(output)
     _check_output(output, overwrite)
+    remove_stale(output)
     dev = resolve_device(device)
     model, base_config = load_model(base, device=dev)
     validation = plan_validation(curated_roots, val_fraction, settings.seed)
@@ -326,7 +324,7 @@ def finetune(
     result.config = card
     _check_output(output, overwrite)  # nobody wrote it meanwhile
     yield Stage("Saving the new model", 0, 1)
-    staged = output.with_name(f".{output.name}.{os.getpid()}-{id(result)}.staged")
+    staged = partial_path(output)  # a killed run's is removed by the next (remove_stale)
     save_checkpoint(staged, result.model, card)
     return FinetuneResult(
         result, validation, len(train_samples), base_score, new_score, None, False,

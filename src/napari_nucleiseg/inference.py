@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .devices import memory_format, resolve_device
-from .preprocess import MIN_CONTRAST, contrast, normalize
+from .preprocess import network_input
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
@@ -103,7 +103,8 @@ def _validate_run(
         )
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are (what runs it when no device is asked for)."""
     return next(model.parameters()).device
 
 
@@ -168,10 +169,10 @@ def predict_maps(
         flat, or noise alone), where percentile scaling would make nuclei of noise.
     """
     _validate_run(model, config, tile_size, overlap, batch_size)
-    dev = _model_device(model) if device is None else resolve_device(device)
-    if contrast(image, config.normalization) < MIN_CONTRAST:
+    dev = model_device(model) if device is None else resolve_device(device)
+    x = network_input(image, config.normalization)
+    if x is None:
         return np.zeros((model.out_channels, *np.shape(image)[:2]), np.float32)
-    x = normalize(image, config.normalization)
     c, h, w = x.shape
     div = model.divisor
     ph, pw = -(-h // div) * div, -(-w // div) * div

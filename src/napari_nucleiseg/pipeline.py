@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .devices import resolve_device
-from .inference import predict_maps, tile_side
+from .inference import model_device, predict_maps, tile_side
 from .postprocess import PostprocessConfig, labels_from_maps
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ def segment(
     Cancelled
         ``stop`` was set.
     """
-    dev = next(model.parameters()).device if device is None else resolve_device(device)
+    dev = model_device(model) if device is None else resolve_device(device)
     maps = np.empty((0, 0, 0, 0), np.float32)
     with stop_switch(model, stop):
         for i, index in enumerate(planes):

@@ -30,9 +30,9 @@ INVERT = ("auto", "always", "never")
 #: above this many pixels, percentiles are taken on a regular subsample (same result every time)
 _PERCENTILE_PIXELS = 1 << 22
 #: an image whose contrast (:func:`contrast`) is below this holds no nuclei: percentile
-#: scaling would stretch its noise into blobs. Measured: the 670 stage-1 images are at 30 or
-#: more (median 171), the 30 MoNuSeg H&E tiles at 96 or more; uniform 8-bit noise is at 3.3,
-#: Gaussian noise at 5.3, a flat 137 +- 1 image at 2.7 (tests/core/test_reliability.py).
+#: scaling would stretch its noise into blobs. Measured (benchmarks/bench_contrast.py): the
+#: 670 stage-1 images are at 30.4 or more (median 170.5), the 30 MoNuSeg H&E tiles at 95.6 or
+#: more; uniform 8-bit noise is at 3.3, Gaussian noise at 5.3, a flat 137 +- 1 image at 2.7.
 MIN_CONTRAST = 8.0
 #: Immerkaer's kernel: a Laplacian difference that cancels any plane, so that what is left
 #: of an image is its noise (and edges, which the median of its magnitude ignores)
@@ -117,6 +117,25 @@ def _inverts(grey: np.ndarray, lo: float, hi: float, config: NormalizeConfig) ->
     return (median - lo) / max(hi - lo, 1e-6) > config.invert_threshold
 
 
+def _prepared(image: np.ndarray, config: NormalizeConfig):
+    """What normalising and the contrast test both start from, computed once: the image as
+    float32, its grey version, its percentiles, and whether it was stored as integers."""
+    raw = np.asarray(image)
+    image = _validate_image(raw)
+    grey = _grey(image)
+    integer = np.issubdtype(raw.dtype, np.integer) or raw.dtype == bool
+    return image, grey, *_percentiles(grey, config), integer
+
+
+def _contrast(grey: np.ndarray, lo: float, hi: float, integer: bool) -> float:
+    sample = _subsample(grey)
+    response = ndi.convolve(sample, _NOISE_KERNEL, mode="reflect")
+    sigma = float(np.median(np.abs(response))) / (0.6745 * 6)  # the kernel's gain is 6
+    if integer:
+        sigma = max(sigma, 1 / np.sqrt(12))
+    return (hi - lo) / sigma if sigma > 0 else (np.inf if hi > lo else 0.0)
+
+
 def contrast(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None) -> float:
     """How far an image's grey levels span beyond its noise: the percentile range of
     :func:`normalize` over the noise's standard deviation.
@@ -125,15 +144,8 @@ def contrast(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = N
     to the edges of nuclei), and at least the quantisation noise of an integer
     image (1/sqrt(12) of a grey level). Compare with :data:`MIN_CONTRAST`.
     """
-    config = _config(config)
-    image = np.asarray(image)
-    grey = _subsample(_grey(_validate_image(image)))
-    lo, hi = _percentiles(grey, config)
-    response = ndi.convolve(grey, _NOISE_KERNEL, mode="reflect")
-    sigma = float(np.median(np.abs(response))) / (0.6745 * 6)  # the kernel's gain is 6
-    if np.issubdtype(image.dtype, np.integer) or image.dtype == bool:
-        sigma = max(sigma, 1 / np.sqrt(12))
-    return (hi - lo) / sigma if sigma > 0 else (np.inf if hi > lo else 0.0)
+    _, grey, lo, hi, integer = _prepared(image, _config(config))
+    return _contrast(grey, lo, hi, integer)
 
 
 def should_invert(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None) -> bool:
@@ -180,9 +192,26 @@ def normalize(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = 
         On a shape, dtype or value (NaN, inf) the function cannot use.
     """
     config = _config(config)
-    image = _validate_image(image)
-    grey = _grey(image)
-    lo, hi = _percentiles(grey, config)
+    image, grey, lo, hi, _ = _prepared(image, config)
+    return _normalized(image, grey, lo, hi, config)
+
+
+def network_input(
+    image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None
+) -> np.ndarray | None:
+    """:func:`normalize`, or None for an image without structure (a :func:`contrast` under
+    :data:`MIN_CONTRAST`: flat, or noise alone, which scaling would stretch into blobs).
+    The image is validated and its percentiles taken once for both."""
+    config = _config(config)
+    image, grey, lo, hi, integer = _prepared(image, config)
+    if _contrast(grey, lo, hi, integer) < MIN_CONTRAST:
+        return None
+    return _normalized(image, grey, lo, hi, config)
+
+
+def _normalized(
+    image: np.ndarray, grey: np.ndarray, lo: float, hi: float, config: NormalizeConfig
+) -> np.ndarray:
     invert = _inverts(grey, lo, hi, config)
     if config.channels == "grey":
         out = _scale(grey, lo, hi)[None]

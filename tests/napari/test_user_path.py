@@ -60,7 +60,7 @@ def test_the_manifest_lists_every_dock():
 @pytest.mark.parametrize("name", list(CLASSES))
 def test_every_dock_opens_from_the_plugins_menu(make_napari_viewer, name, notes):
     viewer = make_napari_viewer()
-    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-nucleiseg", name)
     assert isinstance(widget, CLASSES[name])
     assert dock.isVisible() or dock.isVisibleTo(viewer.window._qt_window)
     assert errors(notes) == []
@@ -87,7 +87,7 @@ def test_segment_correct_export_from_the_menu(
     """Segment a sample, merge two nuclei, export: the manifest names the model and sample."""
     viewer = make_napari_viewer()
     image, truth = viewer.open_sample(PLUGIN, "fluorescence")
-    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment nuclei")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-nucleiseg", "Segment nuclei")
     assert segment.load_checkpoint(tiny_checkpoint)  # what 'Load checkpoint…' does
     assert segment._image.value is image and segment._reference.value is truth
     click(segment, "Segment nuclei")
@@ -98,7 +98,7 @@ def test_segment_correct_export_from_the_menu(
     assert nuclei.metadata[meta.SAMPLE_ID] == image.metadata[meta.SAMPLE_ID]
     assert nuclei.metadata[meta.POSTPROCESS]["prob_threshold"] == pytest.approx(0.5)
 
-    _, correct = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct masks")
+    _, correct = viewer.window.add_plugin_dock_widget("napari-nucleiseg", "Correct masks")
     correct._layer_combo.value = nuclei
     before = nuclei.data.copy()
     sizes = np.bincount(before.ravel())
@@ -130,9 +130,9 @@ def test_train_from_the_menu_and_cancel(make_napari_viewer, qtbot, tiny_checkpoi
         s = read_sample(sample_folder(kind))
         export_sample(root, s.id, s.image, s.labels, original=s.labels, split=split)
     viewer = make_napari_viewer()
-    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment nuclei")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-nucleiseg", "Segment nuclei")
     models_before = list(segment._model.choices)
-    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train on curated data")
+    _, train = viewer.window.add_plugin_dock_widget("napari-nucleiseg", "Train on curated data")
     assert train.load_checkpoint(tiny_checkpoint)
     train.add_root(root)
     train._epochs.value, train._repeats.value, train._batch.value = 50, 1, 2

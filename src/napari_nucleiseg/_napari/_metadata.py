@@ -48,7 +48,7 @@ def segmentation(image, model: str, postprocess: PostprocessConfig) -> dict:
     The image's sample id and source travel to the labels, so that an export of
     the corrected labels names the sample and the model in the root's manifest.
     """
-    meta = {OUTPUT: True, MODEL: str(model), POSTPROCESS: asdict(postprocess)}
+    meta = {MODEL: str(model), POSTPROCESS: asdict(postprocess)}  # (OUTPUT: put_layer's)
     if image.metadata.get(SAMPLE_ID):
         meta[SAMPLE_ID] = image.metadata[SAMPLE_ID]
     source = source_of(image)

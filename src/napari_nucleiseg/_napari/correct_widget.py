@@ -393,14 +393,6 @@ class CorrectWidget(Container):
         """Convert the output root to ``<root>_tiff/images`` + ``masks`` in a worker thread."""
         return self._export.export_tiff_layout()
 
-    def ask_existing(self, root: Path, sample_id: str, proposed: str) -> str | None:
-        """Ask what to do about an existing sample: "overwrite", "new-version" or None."""
-        return self._export.ask_existing(root, sample_id, proposed)
-
-    def ask_overwrite(self, path: Path) -> bool:
-        """Ask whether to replace ``path``."""
-        return self._export.ask_overwrite(path)
-
 
 def _fmt(value) -> str:
     if isinstance(value, tuple):

@@ -96,7 +96,6 @@ class ModelPicker:
         self._title, self._on_change, self._choose_trained = title, on_change, choose_trained
         self.trained = TrainedModels.of(viewer)
         self._checkpoints: list[str] = list(self.trained.paths)
-        self.config: ModelConfig | None = None
         self.combo = ComboBox(label=label, choices=self._choices)
         self.card = Label(label="")
         narrow(self.combo)
@@ -110,10 +109,6 @@ class ModelPicker:
     def value(self) -> str | None:
         """The entry chosen: a shipped model's name, a checkpoint path, or :data:`LOAD`."""
         return self.combo.value
-
-    @value.setter
-    def value(self, value: str) -> None:
-        self.combo.value = value
 
     @property
     def choices(self) -> tuple[str, ...]:
@@ -184,19 +179,19 @@ class ModelPicker:
 
     def update(self, _value=None) -> None:
         """Show the chosen model on the card and tell the dock (``on_change``)."""
-        source = self.chosen
-        self.config, self.card.tooltip = None, ""
+        source, config = self.chosen, None
+        self.card.tooltip = ""
         if source is None:
             self.card.value = "Choose a model." if shipped_models() else NO_MODEL
         else:
             try:
-                self.config = model_config(source)
+                config = model_config(source)
             except (OSError, ValueError) as exc:
                 show_error(f"Cannot use model {source}: {one_line(exc)}")
                 self.card.value = f"Cannot read this model: {one_line(exc)}"
             else:
-                self.card.value, self.card.tooltip = model_card(source, self.config)
-        self._on_change(self.config)
+                self.card.value, self.card.tooltip = model_card(source, config)
+        self._on_change(config)
 
     def disconnect(self) -> None:
         """Stop listing what is trained in the window (the dock is closing)."""

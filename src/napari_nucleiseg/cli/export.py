@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from ..errors import FileProblem
@@ -61,9 +60,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     original = mask_names = None
     if args.source is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stage1.OverlapWarning)
-            sample = stage1.read_sample(args.source)
+        sample = stage1.read_sample(args.source)  # (main() silences its overlap warning)
         original, mask_names = sample.labels, sample.mask_names
         if original is not None and original.shape != labels.shape:
             raise FileProblem(args.source, "its image is not the size of the labels")

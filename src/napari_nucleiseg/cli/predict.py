@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from ..errors import FileProblem, NucleisegError
-from ..io.atomic import check_writable_folder, remove_stale
+from ..io.atomic import check_writable_folder, file_problem, remove_stale
 from ..io.images import image_shape, read_image_file, read_label_image, write_label_tiff
 from ..io.inputs import collect_images
-from ..io.rle import write_submission
+from ..io.rle import labels_to_rles, write_submission_rows
 from . import add_device, progress
 
 
@@ -62,12 +62,8 @@ def _check_outputs(inputs: list[tuple[str, Path]], out: Path, written: list[Path
     if out.exists() and not out.is_dir():
         raise FileProblem(out, "is a file; -o takes a folder")
     sources = [path for _, path in inputs]
-    resolved = {path.resolve() for path in sources}
     for path in written:  # even --overwrite never replaces an input, e.g. with -o INPUT_FOLDER
-        same = path.resolve() in resolved or (
-            path.exists() and any(_same_file(path, src) for src in sources)
-        )
-        if same:
+        if path.exists() and any(_same_file(path, src) for src in sources):
             raise FileProblem(path, "is an input; an output would replace it (choose another -o)")
         if path.is_dir():
             raise FileProblem(path, "is a folder; expected a file name")
@@ -106,7 +102,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise FileProblem(out, f"cannot be created ({exc.strerror or exc})") from None
+        raise file_problem(out, exc, "created") from None
     check_writable_folder(out)
     for path in [*targets.values(), *([submission] if submission else [])]:
         remove_stale(path)  # what a killed run left
@@ -116,7 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"segmenting {len(todo)} image(s){resumed} with {args.model or DEFAULT_MODEL} on {device}",
         file=sys.stderr,
     )
-    total = 0
+    total, rles = 0, {}
     for image_id, path in progress(todo, "predict"):
         image = read_image_file(path)
         _, (labels,) = drain(
@@ -124,8 +120,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         write_label_tiff(targets[image_id], labels, overwrite=True)  # clashes checked above
         total += int(labels.max())
+        if submission is not None:
+            rles[image_id] = labels_to_rles(labels)
     print(f"{total} nuclei in {len(todo)} image(s) -> {out}", file=sys.stderr)
     if submission is not None:
-        write_submission(submission, ((i, read_label_image(targets[i])) for i, _ in inputs))
+        rows = (
+            (i, rles[i] if i in rles else labels_to_rles(read_label_image(t)))
+            for i, t in targets.items()
+        )
+        write_submission_rows(submission, rows)  # only --resume's earlier images are read back
         print(f"submission: {submission}", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import FileProblem
+from ..io.atomic import file_problem
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,7 +47,5 @@ def cmd_samples(args: argparse.Namespace) -> int:
             shutil.copytree(source, target)
             print(f"{kind}: {target}")
     except OSError as exc:
-        raise FileProblem(
-            getattr(exc, "filename", None) or out, f"cannot be written ({exc.strerror or exc})"
-        ) from None
+        raise file_problem(getattr(exc, "filename", None) or out, exc) from None
     return 0

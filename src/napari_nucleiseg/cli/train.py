@@ -184,17 +184,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     exclude = read_ids(args.exclude_ids) if args.exclude_ids else []
-    if args.base_model:  # what the base never saw, its fine-tune never sees
-        exclude = finetune_config(base, args.data, args.base_model, exclude).training.exclude_ids
+    if args.base_model:  # the base's network, and what the base never saw stays unseen
+        config = finetune_config(base, args.data, args.base_model, exclude)
+        exclude = config.training.exclude_ids
     val_ids = read_ids(args.val_ids) if args.val_ids else []
     folders = find_samples(args.data, exclude_ids=set(exclude))
     print(f"reading {len(folders)} samples ...", file=sys.stderr)
     train_samples, val_samples = split_samples(read_samples(folders), val_ids)
     if not train_samples:
         raise FileProblem(args.data[0], "leaves no training sample after the exclusions")
-    if args.base_model:  # the base's network, a new record that names where it started
-        config = finetune_config(base, args.data, args.base_model, exclude)
-    else:
+    if not args.base_model:
         info = TrainingInfo(
             data_roots=[str(Path(d).resolve()) for d in args.data], exclude_ids=sorted(exclude)
         )

@@ -101,13 +101,18 @@ def write_submission(path: str | Path, predictions: Iterable[tuple[str, np.ndarr
     predictions : iterable of (str, (H, W) ndarray of int)
         Image id and its instance labels (which cannot overlap by construction).
     """
+    write_submission_rows(path, ((i, labels_to_rles(labels)) for i, labels in predictions))
+
+
+def write_submission_rows(path: str | Path, rows: Iterable[tuple[str, list[str]]]) -> None:
+    """:func:`write_submission` from run-length texts already encoded (a batch keeps them,
+    not every label image, until the end)."""
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(SUBMISSION_HEADER)
-            for image_id, labels in predictions:
-                rles = labels_to_rles(labels)
+            for image_id, rles in rows:
                 writer.writerows([(image_id, r) for r in rles] or [(image_id, "")])
 
     write_atomically(path, write)
