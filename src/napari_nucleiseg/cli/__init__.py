@@ -31,6 +31,14 @@ def progress(items: Iterable, desc: str) -> tqdm:
     )  # disable=None: no bar when stderr is not a terminal
 
 
+def progress_bar(total: int, desc: str) -> tqdm:
+    """A bar of ``total`` images on stderr, advanced by fractions (none when not a terminal)."""
+    return tqdm(
+        total=total, desc=desc, unit="image", file=sys.stderr, leave=False, disable=None,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
+    )  # fmt: skip
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default in ``--help``, but not "None" nor a flag's "False"."""
 
@@ -50,9 +58,19 @@ def add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pixel_size(p: argparse.ArgumentParser) -> None:
+    """The ``--pixel-size`` option of the commands that measure."""
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        metavar="UM",
+        help="µm per pixel; default: what an OME-TIFF or ImageJ TIFF records, else pixels",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     # the sub-command modules import this package's helpers, so they are imported once it is
-    from . import check, evaluate, export, predict, samples, train
+    from . import check, evaluate, export, measure, predict, samples, train
 
     parser_class = functools.partial(argparse.ArgumentParser, formatter_class=_HelpFormatter)
     parser = parser_class(
@@ -60,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
-    for command in (check, evaluate, export, samples, predict, train):
+    for command in (check, evaluate, export, samples, predict, measure, train):
         command.add_parser(sub)
     return parser
 

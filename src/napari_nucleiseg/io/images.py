@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import FileProblem
 from .atomic import file_problem, write_atomically
+from .microscope import MICROSCOPE_SUFFIXES, microscope_shape, read_microscope_file
 
 #: what PIL raises on a file it cannot decode, a decompression bomb (a header that asks
 #: for more than twice ``Image.MAX_IMAGE_PIXELS``) included
@@ -26,7 +27,8 @@ _PIL_ERRORS = (
     ValueError,
 )
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+#: read here; microscope formats (``.czi``, ``.nd2``, ``.lif`` ...) through the bioio extra
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", *MICROSCOPE_SUFFIXES)
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -167,6 +169,8 @@ def read_label_image(path: str | Path) -> np.ndarray:
         Missing or unreadable file, not 2-D, not integer, or negative labels.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileProblem(path, "is a folder; expected a label image file (TIFF or PNG)")
     if not path.is_file():
         raise FileProblem(path, "does not exist")
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -254,7 +258,9 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
         What :func:`read_image_file` would refuse from the header alone.
     """
     path = _image_file(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
+    if path.suffix.lower() in MICROSCOPE_SUFFIXES:
+        shape = microscope_shape(path)
+    elif path.suffix.lower() in (".tif", ".tiff"):
         try:
             with tifffile.TiffFile(path) as tif:
                 shape = tuple(tif.series[0].shape)
@@ -272,7 +278,8 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
 
 
 def read_image_file(path: str | Path) -> np.ndarray:
-    """Read a 2-D microscope image of any common kind: PNG, TIFF or JPEG.
+    """Read a 2-D microscope image of any common kind: PNG, TIFF or JPEG, and CZI, ND2,
+    LIF ... through the bioio extra (the nuclear channel of a multi-channel file).
 
     Grey, RGB and RGBA are returned as stored, in their own dtype (uint8,
     uint16, float); the network's normalisation takes care of the rest.
@@ -288,7 +295,9 @@ def read_image_file(path: str | Path) -> np.ndarray:
         or NaN or infinite pixels.
     """
     path = _image_file(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
+    if path.suffix.lower() in MICROSCOPE_SUFFIXES:
+        array = read_microscope_file(path).data
+    elif path.suffix.lower() in (".tif", ".tiff"):
         try:
             array = np.asarray(tifffile.imread(path))
         except Exception as exc:  # tifffile raises many types on a corrupt file

@@ -11,6 +11,12 @@ from .images import IMAGE_SUFFIXES, image_files
 from .stage1 import image_path, is_sample_folder, is_stage1_root, list_samples
 
 
+def image_id(path: Path) -> str:
+    """An image file's id: its name without the suffix, nor ``.ome`` (``a.ome.tif`` is ``a``)."""
+    stem = path.stem
+    return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+
+
 def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
     """(id, image file) of a sample folder, a root of them, or a folder of image files.
 
@@ -26,11 +32,11 @@ def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
             folder,
             f"holds no image file ({', '.join(IMAGE_SUFFIXES)}) and no stage-1 sample folder",
         )
-    return [(p.stem, p) for p in files]
+    return [(image_id(p), p) for p in files]
 
 
 def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
-    """(id, image file) for every input: a file's stem, or a sample folder's name.
+    """(id, image file) for every input: a file's :func:`image_id`, or a sample folder's name.
 
     Parameters
     ----------
@@ -50,7 +56,7 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
         if path.is_file():
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise FileProblem(path, f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})")
-            items = [(path.stem, path)]
+            items = [(image_id(path), path)]
         elif path.is_dir():
             items = _folder_inputs(path)
         elif path.exists():
@@ -59,10 +65,10 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
             raise FileProblem(path, "is a symbolic link to nothing (a loop or a missing target)")
         else:
             raise FileProblem(path, "does not exist")
-        for image_id, file in items:
-            if image_id in found:
-                raise FileProblem(file, f"has the id {image_id!r} of {found[image_id]} too")
-            found[image_id] = file
+        for key, file in items:
+            if key in found:
+                raise FileProblem(file, f"has the id {key!r} of {found[key]} too")
+            found[key] = file
     if not found:
         raise FileProblem(".", "no input image given")
     return list(found.items())

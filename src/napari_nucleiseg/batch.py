@@ -1,0 +1,261 @@
+"""Segment a batch of image files into outputs on disk: what ``nucleiseg predict`` and
+the Segment dock's "Segment a folder" both run.
+
+:func:`plan_batch` checks everything before the first image runs (every
+input's header, every output's name, what an earlier run left) and raises a
+one-line :class:`~napari_nucleiseg.errors.FileProblem` on the first problem;
+:func:`run_batch` then segments with :func:`~napari_nucleiseg.pipeline.segment`,
+writes each image's outputs as it goes (each file whole or not at all), and
+the batch's measurement table and submission at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileProblem, NucleisegError
+from .io.atomic import check_writable_folder, file_problem, remove_stale
+from .io.formats import output_paths, parse_formats, write_outputs
+from .io.images import image_shape, read_image_file, read_label_image
+from .io.inputs import collect_images
+from .io.metadata import pixel_size_of
+from .io.rle import labels_to_rles, write_submission_rows
+from .measure import measure, pixel_spacing, write_table
+from .pipeline import Progress
+
+MEASUREMENTS = "measurements.csv"
+
+
+@dataclass
+class BatchPlan:
+    """What a batch reads and writes, checked (see :func:`plan_batch`)."""
+
+    inputs: list[tuple[str, Path]]
+    output: Path
+    formats: tuple[str, ...]
+    targets: dict[str, dict[str, Path]]
+    pixel_sizes: dict[str, tuple[float, float] | None]
+    done: set[str] = field(default_factory=set)
+    table: Path | None = None
+    submission: Path | None = None
+
+    @property
+    def todo(self) -> list[tuple[str, Path]]:
+        return [(i, p) for i, p in self.inputs if i not in self.done]
+
+    @property
+    def extras(self) -> list[Path]:
+        return [p for p in (self.table, self.submission) if p is not None]
+
+    @property
+    def written(self) -> list[Path]:
+        return [p for paths in self.targets.values() for p in paths.values()] + self.extras
+
+    def label_file(self, image_id: str) -> Path | None:
+        """The label image this batch writes for ``image_id`` (TIFF or OME-TIFF), if any."""
+        paths = self.targets[image_id]
+        return next((paths[f] for f in ("tiff", "ome-tiff") if f in paths), None)
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    images: int
+    nuclei: int
+    done_before: int
+    plan: BatchPlan
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # one file under two names: a hard link, a symlink
+    except OSError:
+        return False
+
+
+def pixel_size_for(path: Path, given: float | None) -> tuple[float, float] | None:
+    """``given`` (µm per pixel) when set, else what the image file records, else None."""
+    if given is not None:
+        if not given > 0:
+            raise NucleisegError(f"a pixel size must be positive, got {given}")
+        return given, given
+    return pixel_size_of(path)
+
+
+def plan_batch(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    formats: str | Sequence[str] = ("tiff",),
+    measure_to: str | os.PathLike | None = None,
+    submission: str | os.PathLike | None = None,
+    pixel_size: float | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    how_to_replace: str = "overwrite to replace, or resume to keep the complete outputs of "
+    "an earlier run",
+) -> BatchPlan:
+    """Check a batch before it runs; nothing is written.
+
+    Parameters
+    ----------
+    inputs
+        Image files, folders of them, stage-1 sample folders or roots
+        (:func:`~napari_nucleiseg.io.inputs.collect_images`).
+    output
+        The folder of the outputs, ``<id><suffix>`` per format.
+    formats
+        See :mod:`napari_nucleiseg.io.formats`; ``"tiff,roi"`` or a sequence.
+    measure_to
+        The batch's measurement CSV (one row per nucleus, an ``image`` column first).
+    submission
+        A Kaggle DSB2018 submission CSV.
+    pixel_size
+        µm per pixel for every image; None: each file's own, else pixels.
+    resume
+        Keep the images whose outputs all exist (an interrupted run goes on).
+    overwrite
+        Replace existing outputs; never an input.
+    how_to_replace
+        What the error on an existing output tells the user to do (CLI flags, dock boxes).
+
+    Raises
+    ------
+    FileProblem, NucleisegError
+        The first problem found, in one line naming the file.
+    """
+    formats = parse_formats(formats)
+    found = collect_images(inputs)
+    out = Path(output)
+    pixel_sizes = {}
+    for image_id, path in found:  # a bad input is refused before the first image runs
+        image_shape(path)
+        pixel_sizes[image_id] = pixel_size_for(path, pixel_size)
+        if measure_to is not None:
+            try:
+                pixel_spacing(pixel_sizes[image_id])
+            except ValueError as exc:
+                raise FileProblem(path, f"{exc}; or give a pixel size") from None
+    plan = BatchPlan(
+        inputs=found,
+        output=out,
+        formats=formats,
+        targets={i: output_paths(out, i, formats) for i, _ in found},
+        pixel_sizes=pixel_sizes,
+        table=None if measure_to is None else Path(measure_to),
+        submission=None if submission is None else Path(submission),
+    )
+    _check_outputs(plan)
+    if resume:
+        plan.done = {
+            i for i, paths in plan.targets.items() if all(p.exists() for p in paths.values())
+        }
+        if plan.done and plan.extras and plan.label_file(found[0][0]) is None:
+            raise NucleisegError(
+                "resuming a batch with a measurement table or submission reads the earlier "
+                "label images back: add tiff or ome-tiff to the formats"
+            )
+    clash = [p for i, paths in plan.targets.items() if i not in plan.done for p in paths.values()]
+    clash = [p for p in clash if p.exists()]
+    clash += [p for p in plan.extras if p.exists() and not resume]  # a resume rebuilds them
+    if clash and not overwrite:
+        raise FileProblem(clash[0], f"already exists; nothing was written ({how_to_replace})")
+    return plan
+
+
+def _check_outputs(plan: BatchPlan) -> None:
+    """Refuse outputs that would replace an input or cannot be made."""
+    out = plan.output
+    if out.exists() and not out.is_dir():
+        raise FileProblem(out, "is a file; the output (-o) takes a folder")
+    sources = [path for _, path in plan.inputs]
+    folders = {paths["ome-zarr"] for paths in plan.targets.values() if "ome-zarr" in paths}
+    for path in plan.written:  # even overwrite never replaces an input
+        if path.exists() and any(_same_file(path, src) for src in sources):
+            raise FileProblem(
+                path, "is an input; an output would replace it (choose another output)"
+            )
+        if path in folders:
+            if path.exists() and not path.is_dir():
+                raise FileProblem(path, "is a file; an OME-Zarr output is a folder")
+        elif path.is_dir():
+            raise FileProblem(path, "is a folder; expected a file name")
+    for extra in plan.extras:
+        if extra.parent != out:
+            check_writable_folder(extra.parent)
+
+
+def run_batch(
+    plan: BatchPlan,
+    model,
+    config,
+    *,
+    device=None,
+    tile_size: int | None = None,
+    tta: bool = False,
+    stop: threading.Event | None = None,
+) -> Generator[Progress, None, BatchSummary]:
+    """Segment the batch's images, writing each one's outputs as soon as it is done.
+
+    Yields
+    ------
+    Progress
+        Through each image (its fraction of the batch) and after it.
+
+    Raises
+    ------
+    napari_nucleiseg.pipeline.Cancelled
+        ``stop`` was set: the images done so far are complete on disk, the one
+        running has nothing written, and a later ``resume`` goes on from there.
+    """
+    from .pipeline import segment
+
+    out = plan.output
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise file_problem(out, exc, "created") from None
+    check_writable_folder(out)
+    for path in plan.written:
+        remove_stale(path)  # what a killed run left
+    todo = plan.todo
+    nuclei, rles, tables = 0, {}, {}
+    for n, (image_id, path) in enumerate(todo):
+        image = read_image_file(path)
+        where = f"{image_id} ({n + 1}/{len(todo)})"
+        run = segment(model, config, image, device=device, tile_size=tile_size, tta=tta, stop=stop)
+        while True:
+            try:
+                step = next(run)
+            except StopIteration as end:
+                _, (labels,) = end.value
+                break
+            yield Progress((n + step.fraction) / len(todo), f"{where}: {step.text}")
+        size = plan.pixel_sizes[image_id]
+        table = measure(labels, image, size) if plan.table is not None else None
+        write_outputs(plan.targets[image_id], labels, image=image, pixel_size=size, table=table)
+        nuclei += int(labels.max())
+        if plan.submission is not None:
+            rles[image_id] = labels_to_rles(labels)
+        if table is not None:
+            tables[image_id] = table
+        yield Progress((n + 1) / len(todo), f"{where}: {int(labels.max())} nuclei")
+    sources = dict(plan.inputs)
+
+    def earlier(image_id: str) -> np.ndarray:  # an image a resumed run kept: read back
+        return read_label_image(plan.label_file(image_id))
+
+    if plan.table is not None:
+        for image_id in plan.done:
+            image = read_image_file(sources[image_id])
+            tables[image_id] = measure(earlier(image_id), image, plan.pixel_sizes[image_id])
+        write_table(plan.table, [(i, tables[i]) for i in plan.targets])
+    if plan.submission is not None:
+        rows = ((i, rles[i] if i in rles else labels_to_rles(earlier(i))) for i in plan.targets)
+        write_submission_rows(plan.submission, rows)
+    return BatchSummary(len(todo), nuclei, len(plan.done), plan)
