@@ -195,12 +195,16 @@ def run_batch(
     model,
     config,
     *,
+    post=None,
     device=None,
     tile_size: int | None = None,
     tta: bool = False,
     stop: threading.Event | None = None,
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment the batch's images, writing each one's outputs as soon as it is done.
+
+    ``post`` (thresholds; None: the model's own), ``device``, ``tile_size``, ``tta``
+    and ``stop`` are :func:`~napari_nucleiseg.pipeline.segment`'s.
 
     Yields
     ------
@@ -228,7 +232,9 @@ def run_batch(
     for n, (image_id, path) in enumerate(todo):
         image = read_image_file(path)
         where = f"{image_id} ({n + 1}/{len(todo)})"
-        run = segment(model, config, image, device=device, tile_size=tile_size, tta=tta, stop=stop)
+        run = segment(
+            model, config, image, post=post, device=device, tile_size=tile_size, tta=tta, stop=stop
+        )
         while True:
             try:
                 step = next(run)
