@@ -1,8 +1,10 @@
-"""npe2 reader for DSB2018 stage-1 folders.
+"""npe2 reader for DSB2018 stage-1 folders and microscope files.
 
 A sample folder opens as an image and a Labels layer; a root (a folder of
 sample folders) opens as two lazy stacks under the dims slider, padded to the
-largest image, where only the samples on screen are decoded.
+largest image, where only the samples on screen are decoded. A microscope file
+(CZI, ND2, LIF ... through the bioio extra) opens as its nuclear channel, with
+its pixel size as the layer's scale in µm, so that measurements come in µm.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from ..io import stage1
 from ..io.lazy import root_stacks
+from ..io.microscope import MICROSCOPE_SUFFIXES, read_microscope_file
 from . import _metadata as meta
 
 LayerData = tuple  # (data, kwargs, layer_type)
@@ -25,6 +28,8 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None
             return None
         path = path[0]
     p = Path(path)
+    if p.suffix.lower() in MICROSCOPE_SUFFIXES and p.is_file():
+        return read_microscope_layers
     if stage1.is_sample_folder(p):
         return read_sample_layers
     if stage1.is_stage1_root(p):
@@ -46,6 +51,19 @@ def sample_layers(sample: stage1.Sample) -> list[LayerData]:
         record[meta.MASK_NAMES] = dict(sample.mask_names)
         layers.append((sample.labels, {"name": f"{sample.id} masks", "metadata": record}, "labels"))
     return layers
+
+
+def read_microscope_layers(path: str) -> list[LayerData]:
+    """Read the nuclear channel of a microscope file, its pixel size as scale (µm)."""
+    plane = read_microscope_file(path)
+    kwargs = {
+        "name": Path(path).stem if plane.channel is None else f"{Path(path).stem} {plane.channel}",
+        "metadata": {meta.SOURCE: str(path)},
+        "rgb": plane.data.ndim == 3,
+    }
+    if plane.pixel_size is not None:
+        kwargs.update(scale=plane.pixel_size, units=("µm", "µm"))
+    return [(plane.data, kwargs, "image")]
 
 
 def read_sample_layers(path: str) -> list[LayerData]:

@@ -149,3 +149,55 @@ def root_stacks(root: str | Path) -> tuple[list[stage1.SampleInfo], LazyStack, L
         lambda k: _label_plane(infos[k].path, infos[k].shape, (height, width), dtype),
     )
     return infos, images, labels
+
+
+def display_plane(image: np.ndarray) -> np.ndarray:
+    """An image as 8-bit for browsing: each channel stretched from its 0.5th to its 99.5th
+    percentile, so that 8-, 16-bit and float images of one folder look alike; RGBA's alpha
+    is dropped."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        image = image[..., :3]
+    axes = (0, 1)
+    low = np.percentile(image, 0.5, axis=axes, keepdims=True)
+    high = np.percentile(image, 99.5, axis=axes, keepdims=True)
+    scaled = (image - low) / np.maximum(high - low, 1e-6)
+    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+
+
+def batch_stacks(images: list[Path], labels: list[Path]) -> tuple[LazyStack, LazyStack]:
+    """Lazy (N, H, W[, 3]) 8-bit display and (N, H, W) label stacks of a batch's images and
+    their label images, from headers only, padded at the bottom and right to the largest.
+
+    RGB when any image is; a file that cannot be read shows as zeros, with a warning.
+    """
+    from .images import image_shape, read_image_file, read_label_image
+
+    shapes = [image_shape(p) for p in images]
+    height = max(s[0] for s in shapes)
+    width = max(s[1] for s in shapes)
+    colour = any(len(s) == 3 for s in shapes)
+    plane_shape = (height, width, 3) if colour else (height, width)
+
+    def image_plane(k: int) -> np.ndarray:
+        try:
+            plane = display_plane(read_image_file(images[k]))
+        except FileProblem as exc:
+            warnings.warn(f"cannot show image: {exc}", stacklevel=1)
+            return np.zeros(plane_shape, np.uint8)
+        if colour and plane.ndim == 2:
+            plane = np.repeat(plane[..., None], 3, axis=2)
+        return _pad(plane, plane_shape)
+
+    def label_plane(k: int) -> np.ndarray:
+        try:
+            plane = read_label_image(labels[k])
+        except FileProblem as exc:
+            warnings.warn(f"cannot show labels: {exc}", stacklevel=1)
+            return np.zeros((height, width), np.uint32)
+        return _pad(plane.astype(np.uint32, copy=False), (height, width))
+
+    return (
+        LazyStack(len(images), plane_shape, np.uint8, image_plane),
+        LazyStack(len(labels), (height, width), np.uint32, label_plane),
+    )
