@@ -17,6 +17,9 @@
   thresholds: validation and StarDist-test scores with the split off and as shipped.
 - tta: the same scores, and the CPU seconds at 520x696, with and without
   test-time flips (``nucleiseg predict --tta``) for the default model.
+- outputs: per image size, the seconds to measure the nuclei and to write each
+  output format (ImageJ ROIs, QuPath GeoJSON, OME-TIFF, OME-Zarr), as a ratio to
+  segmenting the same image in the same run.
 Timings are medians of a few runs; compare ratios, not seconds, across machines.
 """
 
@@ -290,6 +293,34 @@ def ablations(name: str, sections: list[str], repeats: int) -> None:
             print(f"| {'4 flips' if tta else 'off'} | {row} | {_timed(run, repeats):.3f} |")
 
 
+# ------------------------------------------------------------------ outputs
+def outputs(name: str, repeats: int) -> None:
+    """What measuring and each output format cost beside segmenting, per image size."""
+    import tempfile
+
+    from napari_nucleiseg.io.formats import FORMATS, output_paths, write_outputs
+    from napari_nucleiseg.measure import measure
+
+    model, config = load_model(name, device="cpu")
+    print("\n## Outputs: seconds per image, and the ratio to segmenting it (same run)\n")
+    print("| size | nuclei | segment (s) | measure | " + " | ".join(FORMATS) + " |")
+    print("|---|---|---|---|" + "---|" * len(FORMATS))
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, path in pick_images().items():
+            image = read_image_file(path)
+            seg = _timed(partial(_end_to_end, model, config, path, torch.device("cpu")), repeats)
+            _, (labels,) = drain(segment(model, config, image, device="cpu"))
+            cells = [f"{seg:.3f}"]
+            table = measure(labels, image, 0.5)
+            cells.append(f"{_timed(partial(measure, labels, image, 0.5), repeats) / seg:.2f}x")
+            for fmt in FORMATS:
+                paths = output_paths(tmp, "x", [fmt])
+                write = partial(write_outputs, paths, labels, image=image, pixel_size=(0.5, 0.5),
+                                table=table)  # fmt: skip
+                cells.append(f"{_timed(write, repeats) / seg:.2f}x")
+            print(f"| {size[0]}x{size[1]} | {int(labels.max())} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         memory_child(sys.argv[2], int(sys.argv[3]))
@@ -299,8 +330,8 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["accuracy", "split", "tta", "speed", "memory"],
-        choices=["accuracy", "split", "tta", "speed", "memory"],
+        default=["accuracy", "split", "tta", "speed", "memory", "outputs"],
+        choices=["accuracy", "split", "tta", "speed", "memory", "outputs"],
     )
     parser.add_argument(
         "--devices", nargs="+", default=None, help="default: cpu, and cuda/mps if present"
@@ -324,6 +355,8 @@ def main() -> None:
         speed(models, devices, args.repeats)
     if "memory" in args.sections:
         memory(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
+    if "outputs" in args.sections:
+        outputs(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.repeats)
 
 
 if __name__ == "__main__":
