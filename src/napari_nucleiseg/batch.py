@@ -118,7 +118,8 @@ def plan_batch(
     pixel_size
         µm per pixel for every image; None: each file's own, else pixels.
     resume
-        Keep the images whose outputs all exist (an interrupted run goes on).
+        Keep the images whose outputs all exist and redo the others (an interrupted run
+        goes on).
     overwrite
         Replace existing outputs; never an input.
     how_to_replace
@@ -160,9 +161,9 @@ def plan_batch(
                 "resuming a batch with a measurement table or submission reads the earlier "
                 "label images back: add tiff or ome-tiff to the formats"
             )
-    clash = [p for i, paths in plan.targets.items() if i not in plan.done for p in paths.values()]
-    clash = [p for p in clash if p.exists()]
-    clash += [p for p in plan.extras if p.exists() and not resume]  # a resume rebuilds them
+    # a resume keeps the complete images and redoes the others, whatever outputs of theirs
+    # an interrupted run wrote; it rebuilds the table and the submission
+    clash = [] if resume else [p for p in plan.written if p.exists()]
     if clash and not overwrite:
         raise FileProblem(clash[0], f"already exists; nothing was written ({how_to_replace})")
     return plan

@@ -310,6 +310,27 @@ def test_an_interrupted_batch_cleans_up_and_resumes(tmp_path, batch, tiny_checkp
     assert partials(out) == []
 
 
+def test_an_interrupted_batch_of_every_format_resumes_whole(tmp_path, batch, tiny_checkpoint):
+    out = tmp_path / "out"
+    formats = "tiff,roi,geojson,ome-tiff,ome-zarr"
+    args = ["predict", batch, "-o", out, "--model", tiny_checkpoint, "--format", formats]
+    stopped = start_and_stop([*args, "--measure"], out, signal.SIGTERM)
+    assert stopped.returncode == 130, stopped.stderr
+    assert partials(out) == [] and not (out / "measurements.csv").exists()
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    assert 0 < len(first) < N_BATCH
+    resumed = nucleiseg(*args, "--measure", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    ids = sorted(p.stem for p in batch.glob("*.png"))
+    for suffix in (".tif", ".zip", ".geojson", ".ome.tif", ".ome.zarr"):
+        names = [p.name for p in out.glob(f"*{suffix}")]
+        stems = sorted(n[: -len(suffix)] for n in names if not n[: -len(suffix)].endswith(".ome"))
+        assert stems == ids, suffix
+    assert partials(out) == []
+    rows = (out / "measurements.csv").read_text().splitlines()
+    assert sorted({r.split(",")[0] for r in rows[1:]}) == ids  # every image, resumed or not
+
+
 def test_a_killed_batch_leaves_nothing_the_next_run_keeps(tmp_path, batch, tiny_checkpoint):
     out = tmp_path / "out"
     args = ["predict", batch, "-o", out, "--model", tiny_checkpoint]
@@ -320,9 +341,11 @@ def test_a_killed_batch_leaves_nothing_the_next_run_keeps(tmp_path, batch, tiny_
     stale.write_bytes(b"half a TIFF")
     mine = out / f".img{N_BATCH - 1:02d}.tif.{os.getpid()}.partial"  # a live process's: not touched
     mine.write_bytes(b"being written")
-    resumed = nucleiseg(*args, "--resume")
+    zarr = out / f".img{N_BATCH - 1:02d}.ome.zarr.99999999.partial"  # a folder output's
+    (zarr / "labels").mkdir(parents=True)
+    resumed = nucleiseg(*args, "--resume", "--format", "tiff,ome-zarr")
     assert resumed.returncode == 0, resumed.stderr
-    assert not stale.exists() and mine.exists()
+    assert not stale.exists() and mine.exists() and not zarr.exists()
     assert len(list(out.glob("*.tif"))) == N_BATCH
     scored = nucleiseg("evaluate", out, out)  # hidden partial files are never taken as results
     assert f"over {N_BATCH} image(s)" in scored.stdout, scored.stdout + scored.stderr

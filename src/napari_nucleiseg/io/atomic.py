@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +44,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale(path: Path) -> list[Path]:
-    """Remove the temporary files of writes of ``path`` whose process is gone; returns them."""
+    """Remove the temporary files (or folders) of writes of ``path`` whose process is gone;
+    returns them."""
     removed = []
     try:
         siblings = list(path.parent.glob(f".{path.name}.*.partial"))
@@ -52,7 +54,10 @@ def remove_stale(path: Path) -> list[Path]:
     for sibling in siblings:
         match = _PARTIAL.match(sibling.name)
         if match and match["name"] == path.name and not _alive(int(match["pid"])):
-            sibling.unlink(missing_ok=True)
+            if sibling.is_dir() and not sibling.is_symlink():  # a folder output (OME-Zarr)
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
             removed.append(sibling)
     return removed
 
