@@ -24,7 +24,7 @@ from .io.atomic import check_writable_folder, file_problem, remove_stale
 from .io.formats import output_paths, parse_formats, write_outputs
 from .io.images import image_shape, read_image_file, read_label_image
 from .io.inputs import collect_images
-from .io.metadata import pixel_size_of
+from .io.metadata import pixel_size_for
 from .io.rle import labels_to_rles, write_submission_rows
 from .measure import measure, pixel_spacing, write_table
 from .pipeline import Progress
@@ -76,15 +76,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)  # one file under two names: a hard link, a symlink
     except OSError:
         return False
-
-
-def pixel_size_for(path: Path, given: float | None) -> tuple[float, float] | None:
-    """``given`` (µm per pixel) when set, else what the image file records, else None."""
-    if given is not None:
-        if not given > 0:
-            raise NucleisegError(f"a pixel size must be positive, got {given}")
-        return given, given
-    return pixel_size_of(path)
 
 
 def plan_batch(

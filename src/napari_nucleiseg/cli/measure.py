@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..batch import pixel_size_for
 from ..errors import FileProblem
 from ..io.atomic import check_writable_folder
 from ..io.images import read_image_file, read_label_image
+from ..io.metadata import pixel_size_for
 from ..measure import measure, write_table
 from . import add_pixel_size
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tifffile
 
-from ..errors import FileProblem
+from ..errors import FileProblem, NucleisegError
 from .microscope import MICROSCOPE_SUFFIXES, microscope_pixel_size
 
 #: µm per unit, for the units OME and ImageJ write
@@ -121,3 +121,12 @@ def pixel_size_of(path: str | os.PathLike) -> PixelSize | None:
     if suffix in MICROSCOPE_SUFFIXES:
         return microscope_pixel_size(path)
     return None
+
+
+def pixel_size_for(path: Path, given: float | None) -> tuple[float, float] | None:
+    """``given`` (µm per pixel) when set, else what the image file records, else None."""
+    if given is not None:
+        if not given > 0:
+            raise NucleisegError(f"a pixel size must be positive, got {given}")
+        return given, given
+    return pixel_size_of(path)
