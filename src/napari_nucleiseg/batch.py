@@ -182,6 +182,97 @@ def _check_outputs(plan: BatchPlan) -> None:
             check_writable_folder(extra.parent)
 
 
+@dataclass(frozen=True)
+class ImageJob:
+    """One image of a batch: what a process (a Dask worker too) needs to segment it."""
+
+    image_id: str
+    path: Path
+    targets: dict[str, Path]
+    pixel_size: tuple[float, float] | None
+    measure: bool
+    submission: bool
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What one image gives back to the batch; its files are already on disk."""
+
+    image_id: str
+    nuclei: int
+    table: dict | None = None
+    rles: list | None = None
+
+
+def image_jobs(plan: BatchPlan) -> list[ImageJob]:
+    """The images a batch still has to segment."""
+    return [
+        ImageJob(
+            image_id,
+            path,
+            plan.targets[image_id],
+            plan.pixel_sizes[image_id],
+            measure=plan.table is not None,
+            submission=plan.submission is not None,
+        )  # fmt: skip
+        for image_id, path in plan.todo
+    ]
+
+
+def prepare_output(plan: BatchPlan) -> None:
+    """Create the output folder and remove what a killed run left."""
+    out = plan.output
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise file_problem(out, exc, "created") from None
+    check_writable_folder(out)
+    for path in plan.written:
+        remove_stale(path)
+
+
+def segment_image(
+    job: ImageJob, model, config, **options
+) -> Generator[Progress, None, ImageResult]:
+    """Segment one image and write its outputs (each file whole or not at all).
+
+    ``options`` are :func:`~napari_nucleiseg.pipeline.segment`'s ``post``, ``device``,
+    ``tile_size``, ``tta`` and ``stop``; its progress is yielded as it comes.
+    """
+    from .pipeline import segment
+
+    image = read_image_file(job.path)
+    _, (labels,) = yield from segment(model, config, image, **options)
+    table = measure(labels, image, job.pixel_size) if job.measure else None
+    write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size, table=table)
+    rles = labels_to_rles(labels) if job.submission else None
+    return ImageResult(job.image_id, int(labels.max()), table, rles)
+
+
+def finish_batch(plan: BatchPlan, results: dict[str, ImageResult]) -> BatchSummary:
+    """Write the batch's measurement table and submission, in the inputs' order; the images
+    a resumed run kept are read back."""
+    sources = dict(plan.inputs)
+
+    def earlier(image_id: str) -> np.ndarray:
+        return read_label_image(plan.label_file(image_id))
+
+    if plan.table is not None:
+        tables = {i: r.table for i, r in results.items()}
+        for image_id in plan.done:
+            image = read_image_file(sources[image_id])
+            tables[image_id] = measure(earlier(image_id), image, plan.pixel_sizes[image_id])
+        write_table(plan.table, [(i, tables[i]) for i in plan.targets])
+    if plan.submission is not None:
+        rows = (
+            (i, results[i].rles if i in results else labels_to_rles(earlier(i)))
+            for i in plan.targets
+        )
+        write_submission_rows(plan.submission, rows)
+    nuclei = sum(r.nuclei for r in results.values())
+    return BatchSummary(len(results), nuclei, len(plan.done), plan)
+
+
 def run_batch(
     plan: BatchPlan,
     model,
@@ -193,7 +284,9 @@ def run_batch(
     tta: bool = False,
     stop: threading.Event | None = None,
 ) -> Generator[Progress, None, BatchSummary]:
-    """Segment the batch's images, writing each one's outputs as soon as it is done.
+    """Segment the batch's images in this process, writing each one's outputs as soon as it
+    is done (:func:`napari_nucleiseg.distributed.run_batch_on_cluster` spreads them over
+    a Dask cluster).
 
     ``post`` (thresholds; None: the model's own), ``device``, ``tile_size``, ``tta``
     and ``stop`` are :func:`~napari_nucleiseg.pipeline.segment`'s.
@@ -209,51 +302,19 @@ def run_batch(
         ``stop`` was set: the images done so far are complete on disk, the one
         running has nothing written, and a later ``resume`` goes on from there.
     """
-    from .pipeline import segment
-
-    out = plan.output
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise file_problem(out, exc, "created") from None
-    check_writable_folder(out)
-    for path in plan.written:
-        remove_stale(path)  # what a killed run left
-    todo = plan.todo
-    nuclei, rles, tables = 0, {}, {}
-    for n, (image_id, path) in enumerate(todo):
-        image = read_image_file(path)
-        where = f"{image_id} ({n + 1}/{len(todo)})"
-        run = segment(
-            model, config, image, post=post, device=device, tile_size=tile_size, tta=tta, stop=stop
-        )
+    prepare_output(plan)
+    jobs = image_jobs(plan)
+    results = {}
+    options = dict(post=post, device=device, tile_size=tile_size, tta=tta, stop=stop)
+    for n, job in enumerate(jobs):
+        where = f"{job.image_id} ({n + 1}/{len(jobs)})"
+        run = segment_image(job, model, config, **options)
         while True:
             try:
                 step = next(run)
             except StopIteration as end:
-                _, (labels,) = end.value
+                result = results[job.image_id] = end.value
                 break
-            yield Progress((n + step.fraction) / len(todo), f"{where}: {step.text}")
-        size = plan.pixel_sizes[image_id]
-        table = measure(labels, image, size) if plan.table is not None else None
-        write_outputs(plan.targets[image_id], labels, image=image, pixel_size=size, table=table)
-        nuclei += int(labels.max())
-        if plan.submission is not None:
-            rles[image_id] = labels_to_rles(labels)
-        if table is not None:
-            tables[image_id] = table
-        yield Progress((n + 1) / len(todo), f"{where}: {int(labels.max())} nuclei")
-    sources = dict(plan.inputs)
-
-    def earlier(image_id: str) -> np.ndarray:  # an image a resumed run kept: read back
-        return read_label_image(plan.label_file(image_id))
-
-    if plan.table is not None:
-        for image_id in plan.done:
-            image = read_image_file(sources[image_id])
-            tables[image_id] = measure(earlier(image_id), image, plan.pixel_sizes[image_id])
-        write_table(plan.table, [(i, tables[i]) for i in plan.targets])
-    if plan.submission is not None:
-        rows = ((i, rles[i] if i in rles else labels_to_rles(earlier(i))) for i in plan.targets)
-        write_submission_rows(plan.submission, rows)
-    return BatchSummary(len(todo), nuclei, len(plan.done), plan)
+            yield Progress((n + step.fraction) / len(jobs), f"{where}: {step.text}")
+        yield Progress((n + 1) / len(jobs), f"{where}: {result.nuclei} nuclei")
+    return finish_batch(plan, results)

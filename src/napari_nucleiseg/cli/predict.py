@@ -38,6 +38,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "column (default file: OUTDIR/measurements.csv)",
     )
     add_pixel_size(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="segment on a local Dask cluster of N processes (1: in this process)",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="segment on a running Dask cluster (tcp://host:8786); the workers must read the "
+        "inputs, the model and -o at the same paths",
+    )
     p.add_argument(
         "--model", help="shipped model name or checkpoint path (default: the best shipped)"
     )
@@ -88,18 +102,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise NucleisegError(str(exc)) from None
-    model, config = load_model(args.model or DEFAULT_MODEL, device=device)
+    if args.workers < 1:
+        raise NucleisegError(f"--workers must be 1 or more, got {args.workers}")
+    name = args.model or DEFAULT_MODEL
+    model, config = load_model(name, device=device)  # a bad checkpoint fails here, once
     resumed = f" ({len(plan.done)} done by an earlier run)" if plan.done else ""
-    print(
-        f"segmenting {len(plan.todo)} image(s){resumed} with {args.model or DEFAULT_MODEL} "
-        f"on {device}",
-        file=sys.stderr,
-    )
-    with progress_bar(len(plan.todo), "predict") as bar:
-        summary = drain(
-            run_batch(plan, model, config, device=device, tile_size=args.tile_size, tta=args.tta),
-            lambda step: bar.update(step.fraction * len(plan.todo) - bar.n),
+    client = None
+    if args.scheduler or args.workers > 1:
+        from distributed import Client
+
+        from ..distributed import local_client, run_batch_on_cluster
+
+        client = Client(args.scheduler) if args.scheduler else local_client(args.workers)
+        where = f"the Dask cluster at {client.scheduler.address}"
+        run = run_batch_on_cluster(
+            plan, name, client, device=str(device), tile_size=args.tile_size, tta=args.tta
         )
+    else:
+        where = str(device)
+        run = run_batch(plan, model, config, device=device, tile_size=args.tile_size, tta=args.tta)
+    print(f"segmenting {len(plan.todo)} image(s){resumed} with {name} on {where}", file=sys.stderr)
+    try:
+        with progress_bar(len(plan.todo), "predict") as bar:
+            summary = drain(run, lambda step: bar.update(step.fraction * len(plan.todo) - bar.n))
+    finally:
+        if client is not None:
+            cluster = client.cluster if not args.scheduler else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
     print(f"{summary.nuclei} nuclei in {summary.images} image(s) -> {out}", file=sys.stderr)
     for what, path in (("measurements", plan.table), ("submission", plan.submission)):
         if path is not None:

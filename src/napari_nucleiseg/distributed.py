@@ -1,0 +1,124 @@
+"""A batch spread over a Dask cluster: a local one (``nucleiseg predict --workers N``) or any
+running scheduler (``--scheduler ADDRESS``: SLURM, Kubernetes ... through dask-jobqueue or
+dask-kubernetes; see docs/cluster.md).
+
+Each image is one task that calls :func:`napari_nucleiseg.batch.segment_image`, the
+function the single-process batch calls: same outputs, file for file. A worker loads
+the model once and keeps it; a failed task is retried, and a task that fails on every
+try is named in the error. Workers read the inputs and write the outputs themselves:
+on a cluster of several machines, both must be on a file system they share.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from functools import lru_cache
+from pathlib import Path
+
+from .batch import (
+    BatchPlan,
+    BatchSummary,
+    ImageJob,
+    ImageResult,
+    finish_batch,
+    image_jobs,
+    prepare_output,
+    segment_image,
+)
+from .errors import NucleisegError
+from .pipeline import Cancelled, Progress
+
+#: tries of a task before the batch fails, naming the image
+RETRIES = 2
+
+
+@lru_cache(maxsize=2)
+def _worker_model(source: str, device: str):
+    """The model of a worker process, loaded on its first task and kept for the next."""
+    from .models import load_model
+
+    return load_model(source, device=device)
+
+
+def segment_on_worker(job: ImageJob, model: str, device: str, options: dict) -> ImageResult:
+    """The task: one image with the worker's model (``options``: thresholds, tiles, flips)."""
+    from .inference import drain
+
+    net, config = _worker_model(model, device)
+    return drain(segment_image(job, net, config, device=device, **options))
+
+
+def local_client(workers: int):
+    """A Dask client of a new cluster of ``workers`` processes on this machine, one thread
+    each (PyTorch's own threads are set to 1 in Dask's workers)."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    return Client(cluster)
+
+
+def run_batch_on_cluster(
+    plan: BatchPlan,
+    model: str,
+    client,
+    *,
+    device: str = "cpu",
+    post=None,
+    tile_size: int | None = None,
+    tta: bool = False,
+    stop: threading.Event | None = None,
+) -> Generator[Progress, None, BatchSummary]:
+    """Segment a batch on the cluster of ``client``; the table and submission are written
+    here when every image is done.
+
+    Parameters
+    ----------
+    model : str
+        A shipped name or a checkpoint path every worker can read.
+
+    Yields
+    ------
+    Progress
+        After each image, in the order they finish.
+
+    Raises
+    ------
+    NucleisegError
+        An image failed on every try (the message names it).
+    Cancelled
+        ``stop`` was set: the tasks not started are cancelled; the images done are on disk.
+    """
+    from distributed import as_completed
+
+    prepare_output(plan)
+    jobs = image_jobs(plan)
+    options = {"post": post, "tile_size": tile_size, "tta": tta}
+    model = str(Path(model).resolve()) if Path(model).is_file() else str(model)
+    futures = {
+        client.submit(
+            segment_on_worker, job, model, device, options,
+            key=f"nucleiseg-{job.image_id}-{id(plan)}", retries=RETRIES, pure=False,
+        ): job
+        for job in jobs
+    }  # fmt: skip
+    results: dict[str, ImageResult] = {}
+    try:
+        for n, future in enumerate(as_completed(futures), start=1):
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            job = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:
+                raise NucleisegError(
+                    f"{job.path}: failed on the cluster {RETRIES + 1} times ({exc})"
+                ) from None
+            results[job.image_id] = result
+            yield Progress(n / len(jobs), f"{job.image_id}: {result.nuclei} nuclei")
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    return finish_batch(plan, results)
