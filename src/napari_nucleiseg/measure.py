@@ -125,18 +125,24 @@ def measure(
 
 
 def table_csv(tables: Iterable[tuple[str | None, Table]]) -> str:
-    """CSV text of one or more tables with the same columns; a name fills an ``image``
-    column first (the tables of a batch), None leaves it out."""
+    """CSV text of one or more tables; a name fills an ``image`` column first (the tables
+    of a batch), None leaves it out.
+
+    The header is every column of every table, in the order first seen: a batch of
+    grey and colour images has ``mean_intensity`` and ``mean_intensity_ch0`` ...,
+    each row empty where its image has no such column.
+    """
+    tables = list(tables)
+    columns = list(dict.fromkeys(c for _, table in tables for c in table))
+    named = any(name is not None for name, _ in tables)
     out = StringIO()
-    writer = None
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow((["image"] if named else []) + columns)
     for name, table in tables:
-        columns = list(table)
-        if writer is None:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow((["image"] if name is not None else []) + columns)
-        rows = zip(*(np.asarray(table[c]).tolist() for c in columns))
-        lead = [name] if name is not None else []
-        writer.writerows(lead + [_cell(v) for v in row] for row in rows)
+        n = len(np.asarray(table["label"])) if "label" in table else 0
+        values = [np.asarray(table[c]).tolist() if c in table else [""] * n for c in columns]
+        lead = [name] if named else []
+        writer.writerows(lead + [_cell(v) for v in row] for row in zip(*values))
     return out.getvalue()
 
 

@@ -113,8 +113,10 @@ def imagej_roi(label: int, outlines: list[Outline]):
 
     rings = [r for o in outlines for r in (o.exterior, *o.holes)]
     if len(rings) == 1:
-        roi = ImagejRoi.frompoints(rings[0][:-1].astype(np.int32), name=f"{label:04d}")
+        points = rings[0][:-1].astype(np.int32)
+        roi = ImagejRoi.frompoints(points, name=f"{label:04d}")
         roi.roitype = ROI_TYPE.TRACED  # what ImageJ's wand and Analyze Particles make
+        roi.right, roi.bottom = (int(v) for v in points.max(axis=0))  # the outline's own box
         return roi
     path = []
     for ring in rings:  # MOVETO x y, LINETO x y ..., CLOSE
@@ -247,6 +249,7 @@ def write_ome_zarr(
 
         with warnings.catch_warnings():  # ome-zarr 0.14+ deprecates a default of its own
             warnings.simplefilter("ignore", DeprecationWarning)
+            from ome_zarr.scale import Methods
             from ome_zarr.writer import write_image, write_labels
     except ImportError:
         raise NucleisegError(f"the ome-zarr format needs its extra: {_OME_ZARR_EXTRA}") from None
@@ -268,11 +271,13 @@ def write_ome_zarr(
         root = zarr.open_group(str(tmp), mode="w")
         write_image(
             base, root, scale_factors=factors, axes=axes,
+            method=Methods.NEAREST if image is None else Methods.RESIZE,  # labels stay labels
             scale=None if scale is None else ({"c": 1.0, **scale} if axes == "cyx" else scale),
             axes_units=None if units is None else units,
         )  # fmt: skip
         write_labels(
             labels, root, name="nuclei", scaler=None, scale_factors=factors, axes="yx",
+            label_metadata={"source": {"image": "../../"}},  # the image they outline
             scale=scale, axes_units=units,
         )  # fmt: skip
         old = path.with_name(f".{path.name}.{os.getpid()}.old")

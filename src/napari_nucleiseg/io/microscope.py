@@ -51,13 +51,27 @@ def _open(path: Path):
         raise FileProblem(path, "does not exist")
     try:
         return BioImage(path)
-    except UnsupportedFileFormatError:
+    except UnsupportedFileFormatError:  # no reader installed, or every installed one refused it
+        if path.suffix.lower() in _installed_suffixes():
+            raise FileProblem(
+                path, f"cannot be read by the installed bioio reader (a corrupt {path.suffix}?)"
+            ) from None
         reader = READERS.get(path.suffix.lower(), "a bioio reader for it")
         raise FileProblem(
             path, f"no bioio reader for {path.suffix} is installed: pip install {reader}"
         ) from None
     except Exception as exc:  # readers raise many types on a corrupt file
         raise FileProblem(path, f"cannot be read ({exc})") from None
+
+
+def _installed_suffixes() -> set[str]:
+    """The suffixes the installed bioio readers declare."""
+    try:
+        from bioio.plugins import get_plugins
+
+        return {suffix.lower() for suffix in get_plugins(use_cache=False)}
+    except Exception:  # an older or newer bioio without this registry: say "missing"
+        return set()
 
 
 def nuclear_channel(names: list[str]) -> int | None:
@@ -82,6 +96,8 @@ def _plane(path: Path, channel: int | str | None):
         if channel not in names:
             raise FileProblem(path, f"has no channel {channel!r} (channels: {', '.join(names)})")
         channel = names.index(channel)
+    if isinstance(channel, int) and not 0 <= channel < max(len(names), 1):
+        raise FileProblem(path, f"has no channel {channel} (channels: {', '.join(names)})")
     if channel is None:
         channel = 0 if len(names) <= 1 else nuclear_channel(names)
     if channel is None:
