@@ -20,6 +20,9 @@
 - outputs: per image size, the seconds to measure the nuclei and to write each
   output format (ImageJ ROIs, QuPath GeoJSON, OME-TIFF, OME-Zarr), as a ratio to
   segmenting the same image in the same run.
+- cluster: N stage-1 images (``--images``, default 200) segmented in one process
+  and on a local Dask cluster of 2 worker processes: images per second, and
+  whether the label images are identical.
 Timings are medians of a few runs; compare ratios, not seconds, across machines.
 """
 
@@ -321,6 +324,46 @@ def outputs(name: str, repeats: int) -> None:
             print(f"| {size[0]}x{size[1]} | {int(labels.max())} | " + " | ".join(cells) + " |")
 
 
+# ------------------------------------------------------------------ cluster
+def cluster(name: str, n_images: int) -> None:
+    """One process against a local Dask cluster of 2 workers on the same images."""
+    import tempfile
+
+    from napari_nucleiseg.batch import plan_batch, run_batch
+    from napari_nucleiseg.distributed import local_client, run_batch_on_cluster
+    from napari_nucleiseg.io.images import read_label_image
+
+    folders = list_samples(DATA / "stage1_train")[:n_images]
+    model, config = load_model(name, device="cpu")
+    print(f"\n## Cluster: {len(folders)} stage-1 images, one process against 2 Dask workers\n")
+    print("| run | seconds | images/s | ratio |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        one, two = Path(tmp) / "one", Path(tmp) / "two"
+        start = time.perf_counter()
+        drain(run_batch(plan_batch(folders, one), model, config, device="cpu"))
+        single = time.perf_counter() - start
+        print(f"| 1 process | {single:.1f} | {len(folders) / single:.2f} | 1.00x |")
+        start = time.perf_counter()
+        client = local_client(2)
+        try:
+            drain(run_batch_on_cluster(plan_batch(folders, two), name, client))
+        finally:
+            local = client.cluster
+            client.close()
+            local.close()
+        spread = time.perf_counter() - start
+        print(
+            f"| LocalCluster, 2 workers (start included) | {spread:.1f} | "
+            f"{len(folders) / spread:.2f} | {single / spread:.2f}x |"
+        )
+        same = all(
+            np.array_equal(read_label_image(p), read_label_image(two / p.name))
+            for p in sorted(one.glob("*.tif"))
+        )
+        print(f"\nlabel images identical: {same} ({len(list(one.glob('*.tif')))} images)")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         memory_child(sys.argv[2], int(sys.argv[3]))
@@ -330,9 +373,10 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["accuracy", "split", "tta", "speed", "memory", "outputs"],
-        choices=["accuracy", "split", "tta", "speed", "memory", "outputs"],
+        default=["accuracy", "split", "tta", "speed", "memory", "outputs", "cluster"],
+        choices=["accuracy", "split", "tta", "speed", "memory", "outputs", "cluster"],
     )
+    parser.add_argument("--images", type=int, default=200, help="images of the cluster section")
     parser.add_argument(
         "--devices", nargs="+", default=None, help="default: cpu, and cuda/mps if present"
     )
@@ -357,6 +401,8 @@ def main() -> None:
         memory(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
     if "outputs" in args.sections:
         outputs(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.repeats)
+    if "cluster" in args.sections:
+        cluster(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.images)
 
 
 if __name__ == "__main__":
