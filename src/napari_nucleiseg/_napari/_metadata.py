@@ -6,8 +6,10 @@ once recorded ``"model": null`` because nothing wrote the key it read).
 ==============  =====================================  ==========================================
 key             written by                             read by
 ==============  =====================================  ==========================================
-SAMPLE_ID       reader (image, masks); Segment         Segment (reference), Correct (sample id)
-SOURCE          reader; Segment (the image's source)   Correct (original masks; manifest)
+SAMPLE_ID       reader (image, masks); Segment         Segment (reference, names of outputs),
+                                                       Correct (sample id)
+SOURCE          reader; Segment (the image's source)   Correct (original masks; manifest),
+                                                       Segment (outputs never replace it)
 MASK_NAMES      reader (masks of a sample folder)      Correct (unchanged nuclei keep their file)
 STAGE1_IDS      reader (stacks of a root)              the canvas overlay of the sample id
 OUTPUT          Segment (labels, probability maps)     Segment (never offered as input or truth)

@@ -23,7 +23,6 @@ from superqt.utils import GeneratorWorker
 import napari
 
 from ..batch import MEASUREMENTS, BatchPlan, BatchSummary, plan_batch, run_batch
-from ..io.formats import FORMATS
 from ..io.images import read_image_file, read_label_image
 from ..io.lazy import batch_stacks
 from ..pipeline import Cancelled, Progress
@@ -31,28 +30,9 @@ from . import _layers
 from . import _metadata as meta
 from ._lifetime import Lifetime, while_alive
 from ._models import get_model, one_line
+from .results_panel import chosen_formats, format_boxes
 
-#: the output formats as the dock names them
-FORMAT_NAMES = {
-    "tiff": "Labels TIFF",
-    "roi": "ImageJ ROIs",
-    "geojson": "QuPath GeoJSON",
-    "ome-tiff": "OME-TIFF",
-    "ome-zarr": "OME-Zarr",
-}
 BROWSE_IMAGES, BROWSE_LABELS = "folder results", "folder results nuclei"
-
-
-def format_boxes(chosen: tuple[str, ...] = ("tiff",)) -> dict[str, CheckBox]:
-    """One checkbox per output format, ticked for ``chosen``."""
-    return {
-        f: CheckBox(text=FORMAT_NAMES[f], value=f in chosen, label="", tooltip=f"--format {f}")
-        for f in FORMATS
-    }
-
-
-def chosen_formats(boxes: dict[str, CheckBox]) -> tuple[str, ...]:
-    return tuple(f for f, box in boxes.items() if box.value)
 
 
 @dataclass
@@ -110,7 +90,7 @@ class FolderPanel(Container):
         self._life = Lifetime()
         self.folder = FileEdit(mode="d", label="Folder", value="")
         self.output = FileEdit(mode="d", label="Output", value="")
-        self.formats = format_boxes()
+        self.formats = format_boxes(("tiff",))
         self.measure = CheckBox(text=f"Measurements ({MEASUREMENTS})", value=True, label="")
         self.resume = CheckBox(text="Resume (keep complete outputs)", label="")
         self.overwrite = CheckBox(text="Overwrite", label="")

@@ -8,9 +8,9 @@ post-processing. Layers are touched only on the GUI thread.
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import attrgetter
 from pathlib import Path
 
-import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -29,6 +29,8 @@ from napari.utils.notifications import show_error, show_warning
 from napari.utils.theme import get_theme
 from superqt.utils import FunctionWorker, GeneratorWorker
 
+import napari
+
 from ..models import ModelConfig
 from ..pipeline import Progress, plane_indices
 from ..postprocess import PostprocessConfig
@@ -37,7 +39,9 @@ from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
 from ._models import available_devices, device_line, one_line
 from ._segment_jobs import Request, Result, relabel, segment
+from .folder_panel import FolderPanel
 from .model_picker import ModelPicker
+from .results_panel import Measurement, Measuring, ResultsPanel, measured
 
 ALL_PLANES, PLANE_ON_SCREEN = "All planes", "Plane on screen"
 TILES = (("Auto", None), ("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048))
@@ -94,6 +98,8 @@ class SegmentWidget(Container):
         self._reference = ComboBox(label="Reference", choices=self._reference_choices)
         self._score = Label(label="")
         _layers.narrow(self._image, self._reference)
+        self.folder_panel = FolderPanel(self._viewer, self._batch_settings)
+        self.results = ResultsPanel(self._viewer)
         thresholds = _layers.section(
             "Thresholds", [self._prob, self._seed, self._min_size, self._split]
         )
@@ -106,7 +112,7 @@ class SegmentWidget(Container):
             _layers.rows(self._image, self._planes, self._model.combo, self._model.card),
             self._run,
             self._progress, self._cancel, self._status, thresholds, options,
-            _layers.rows(self._reference), self._score,
+            _layers.rows(self._reference), self._score, self.results, self.folder_panel,
         ])  # fmt: skip
         _layers.text_lines(self._device_line, self._status, self._score)
         self._device_line.native.setStyleSheet("color: gray;")
@@ -155,6 +161,7 @@ class SegmentWidget(Container):
             emitter.disconnect(callback)
         self._viewer_events = []
         self._model.disconnect()
+        self.results.close()
         self.cancel()
 
     # ---- choices ------------------------------------------------------------------------
@@ -232,6 +239,13 @@ class SegmentWidget(Container):
             split_depth=float(self._split.value),
         )
 
+    def _batch_settings(self) -> dict:
+        """What a folder run takes from the dock: the same model and settings as an image."""
+        return {
+            "model": self._model.chosen, "device": self._device.value, "post": self._post(),
+            "tile_size": self._tile.value, "tta": self._tta.value,
+        }  # fmt: skip
+
     def _update_run_button(self) -> None:
         busy = self._worker is not None
         ready = self._image.value is not None and self._model.chosen is not None
@@ -252,8 +266,9 @@ class SegmentWidget(Container):
             tta=self._tta.value, post=self._post(),
         )  # fmt: skip
         self._life.stops = [req.stop]
-        self._worker = create_worker(
-            segment, req, _start_thread=False, _worker_class=GeneratorWorker,
+        self._worker = create_worker(  # the labels are measured in the same thread
+            measured, segment(req), Measuring.of(image), attrgetter("labels"),
+            _start_thread=False, _worker_class=GeneratorWorker,
             _connect={"yielded": self._on_step, "returned": self._on_result,
                       "errored": self._on_failed, "finished": self._on_finished,
                       "warned": self._on_warned},
@@ -299,18 +314,21 @@ class SegmentWidget(Container):
         self._update_run_button()
 
     @while_alive
-    def _on_result(self, result: Result | None) -> None:
-        if result is None or self._request.stop.is_set():
+    def _on_result(self, out: tuple[Result, Measurement] | None) -> None:
+        if out is None or self._request.stop.is_set():
             return
+        result, measurement = out
         self._result = result
         if self._show_maps.value:
             self._show_probability_maps()
-        self._show_labels(result.labels, self._request.post)
+        self._show_labels(result.labels, self._request.post, measurement)
         if self._post() != self._request.post:  # a knob moved during the run
             self._on_knob()
 
     # ---- results ------------------------------------------------------------------------
-    def _show_labels(self, labels: np.ndarray, post: PostprocessConfig) -> None:
+    def _show_labels(
+        self, labels: np.ndarray, post: PostprocessConfig, measurement: Measurement
+    ) -> None:
         res = self._result
         res.labels = labels
         if res.layer is not None:
@@ -322,6 +340,7 @@ class SegmentWidget(Container):
         )  # fmt: skip
         res.layer.events.paint.connect(self._on_paint)
         res.edited = False
+        self.results.show(res.layer, res.image, measurement)
         count = sum(int(plane.max(initial=0)) for plane in labels)
         noun = "nucleus" if count == 1 else "nuclei"
         where = "" if res.planes == [()] else f" in {len(res.planes)} planes"
@@ -362,17 +381,18 @@ class SegmentWidget(Container):
         self._relabel_again = False
         post = self._post()
         self._relabel_worker = create_worker(
-            relabel, res.maps, res.config, post, _start_thread=False,
-            _worker_class=GeneratorWorker,
+            measured, relabel(res.maps, res.config, post), Measuring.of(res.image),
+            _start_thread=False, _worker_class=GeneratorWorker,
             _connect={"returned": self._on_relabelled(res, post),
                       "finished": self._on_relabel_done, "errored": self._on_failed},
         )  # fmt: skip
         self._relabel_worker.start()
 
     def _on_relabelled(self, res: Result, post: PostprocessConfig):
-        def show(labels: np.ndarray) -> None:
+        def show(out: tuple[np.ndarray, Measurement]) -> None:
             if self._life.alive and self._result is res and not res.edited:
-                self._show_labels(labels, post)
+                labels, measurement = out
+                self._show_labels(labels, post, measurement)
 
         return show
 
