@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import napari
 from screenshots import DOCS, click_segment, save_window  # beside this script
+
+import napari
 
 PLUGIN = "napari-nucleiseg"
 

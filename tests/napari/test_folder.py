@@ -65,6 +65,11 @@ def test_folder_run_writes_labels_outputs_and_one_table(qtbot, dock, folder, tmp
     images = viewer.layers["folder results"]
     nuclei = viewer.layers["folder results nuclei"]
     assert images.data.shape[0] == nuclei.data.shape[0] == len(ids)
+    from napari_nucleiseg._napari.reader import text_overlay
+
+    for index in (0, 2):  # the id of the image on screen, on the canvas
+        viewer.dims.set_current_step(0, index)
+        assert text_overlay(viewer).text.startswith(ids[index])
     first = read_label_image(out / f"{ids[0]}.tif")
     h, w = first.shape
     np.testing.assert_array_equal(np.asarray(nuclei.data[0])[:h, :w], first)

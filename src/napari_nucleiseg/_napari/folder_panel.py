@@ -30,7 +30,8 @@ from . import _layers
 from . import _metadata as meta
 from ._lifetime import Lifetime, while_alive
 from ._models import get_model, one_line
-from .results_panel import chosen_formats, format_boxes
+from .reader import SampleIdOverlay
+from .results_panel import chosen_formats, format_boxes, format_rows
 
 BROWSE_IMAGES, BROWSE_LABELS = "folder results", "folder results nuclei"
 
@@ -107,7 +108,7 @@ class FolderPanel(Container):
         self.extend([
             _layers.section(
                 "Segment a folder",
-                [self.folder, self.output, *self.formats.values(), self.measure, self.resume,
+                [self.folder, self.output, *format_rows(self.formats), self.measure, self.resume,
                  self.overwrite, self.run_button, self.progress, self.cancel_button, self.status,
                  self.correct_button],
                 expanded=False,
@@ -220,14 +221,14 @@ class FolderPanel(Container):
         for name in (BROWSE_IMAGES, BROWSE_LABELS):
             if name in self._viewer.layers:
                 self._viewer.layers.remove(name)
+        overlay = SampleIdOverlay(self._viewer)  # the image id on the canvas, as for a root
+        overlay.connect()
         self._viewer.add_image(
             images, name=BROWSE_IMAGES, rgb=images.ndim == 4, contrast_limits=(0, 255), **common
         )
         layer = self._viewer.add_labels(labels, name=BROWSE_LABELS, **common)
         layer.contour = 1
-        from .reader import SampleIdOverlay
-
-        SampleIdOverlay(self._viewer).connect()
+        overlay()
         self.correct_button.visible = True
 
     def on_screen(self) -> int:

@@ -53,6 +53,12 @@ def format_boxes(chosen: tuple[str, ...] = DEFAULT_FORMATS) -> dict[str, CheckBo
     }
 
 
+def format_rows(boxes: dict[str, CheckBox]) -> list[Container]:
+    """The format checkboxes on two rows of a section, the first labelled "Formats"."""
+    ticks = list(boxes.values())
+    return [_across(*ticks[:3], label="Formats"), _across(*ticks[3:])]
+
+
 def chosen_formats(boxes: dict[str, CheckBox]) -> tuple[str, ...]:
     """The formats whose box is ticked."""
     return tuple(f for f, box in boxes.items() if box.value)
@@ -220,12 +226,11 @@ class ResultsPanel(Container):
         )  # fmt: skip
         self.status = Label(label="")
         _layers.text_lines(self.status)
-        boxes = list(self.formats.values())
         self.extend([
             _layers.section("Measurements and outputs", [
                 _across(self.measure_button, self.table_button, self.save_table_button),
                 self.follow,
-                _across(*boxes[:3], label="Formats"), _across(*boxes[3:]),
+                *format_rows(self.formats),
                 self.save_outputs_button, self.status,
             ]),
         ])  # fmt: skip
