@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from screenshots import DOCS, click_segment, save_window  # beside this script
-
 import napari
+from screenshots import DOCS, click_segment, save_window  # beside this script
 
 PLUGIN = "napari-nucleiseg"
 

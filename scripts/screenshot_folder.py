@@ -13,11 +13,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import napari
 from qtpy.QtWidgets import QApplication, QScrollArea
 from screenshots import DOCS, save_window, settle  # beside this script
 from superqt import QCollapsible
 
-import napari
 from napari_nucleiseg.samples import SAMPLES, sample_folder
 
 PLUGIN = "napari-nucleiseg"

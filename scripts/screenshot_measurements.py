@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import napari
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QScrollArea
 from screenshots import DOCS, click_segment, save_window, settle  # beside this script
 
-import napari
 from napari_nucleiseg._napari.results_panel import FEATURES_TABLE
 from napari_nucleiseg.samples import sample_folder
 

@@ -17,12 +17,11 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import napari
 import numpy as np
 from magicgui.widgets import Container, Label, LineEdit, SpinBox, create_widget
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-
-import napari
 
 from .. import edit
 from ..edit import compare_labels

@@ -13,10 +13,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, PushButton, create_widget
-
-import napari
 
 from ..errors import FileProblem
 from ..io import stage1

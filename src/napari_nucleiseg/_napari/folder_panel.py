@@ -14,13 +14,12 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import napari
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, ProgressBar, PushButton
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from superqt.utils import GeneratorWorker
-
-import napari
 
 from ..batch import MEASUREMENTS, BatchPlan, BatchSummary, plan_batch, run_batch
 from ..io.images import read_image_file, read_label_image

@@ -11,6 +11,7 @@ from dataclasses import replace
 from operator import attrgetter
 from pathlib import Path
 
+import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -28,8 +29,6 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from napari.utils.theme import get_theme
 from superqt.utils import FunctionWorker, GeneratorWorker
-
-import napari
 
 from ..models import ModelConfig
 from ..pipeline import Progress, plane_indices
