@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FileProblem, NucleisegError
-from .io.atomic import check_writable_folder, file_problem, remove_stale
+from .io.atomic import check_writable_folder, file_problem, remove_stale, same_file
 from .io.formats import output_paths, parse_formats, write_outputs
 from .io.images import image_shape, read_image_file, read_label_image
 from .io.inputs import collect_images
@@ -41,6 +41,7 @@ class BatchPlan:
     formats: tuple[str, ...]
     targets: dict[str, dict[str, Path]]
     pixel_sizes: dict[str, tuple[float, float] | None]
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  #: from the headers
     done: set[str] = field(default_factory=set)
     table: Path | None = None
     submission: Path | None = None
@@ -69,13 +70,6 @@ class BatchSummary:
     nuclei: int
     done_before: int
     plan: BatchPlan
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)  # one file under two names: a hard link, a symlink
-    except OSError:
-        return False
 
 
 def plan_batch(
@@ -124,9 +118,9 @@ def plan_batch(
     formats = parse_formats(formats)
     found = collect_images(inputs)
     out = Path(output)
-    pixel_sizes = {}
+    pixel_sizes, shapes = {}, {}
     for image_id, path in found:  # a bad input is refused before the first image runs
-        image_shape(path)
+        shapes[image_id] = image_shape(path)
         pixel_sizes[image_id] = pixel_size_for(path, pixel_size)
         if measure_to is not None:
             try:
@@ -139,6 +133,7 @@ def plan_batch(
         formats=formats,
         targets={i: output_paths(out, i, formats) for i, _ in found},
         pixel_sizes=pixel_sizes,
+        shapes=shapes,
         table=None if measure_to is None else Path(measure_to),
         submission=None if submission is None else Path(submission),
     )
@@ -168,7 +163,7 @@ def _check_outputs(plan: BatchPlan) -> None:
     sources = [path for _, path in plan.inputs]
     folders = {paths["ome-zarr"] for paths in plan.targets.values() if "ome-zarr" in paths}
     for path in plan.written:  # even overwrite never replaces an input
-        if path.exists() and any(_same_file(path, src) for src in sources):
+        if path.exists() and any(same_file(path, src) for src in sources):
             raise FileProblem(
                 path, "is an input; an output would replace it (choose another output)"
             )
@@ -177,6 +172,12 @@ def _check_outputs(plan: BatchPlan) -> None:
                 raise FileProblem(path, "is a file; an OME-Zarr output is a folder")
         elif path.is_dir():
             raise FileProblem(path, "is a folder; expected a file name")
+    names: dict[str, Path] = {}
+    for path in plan.written:  # e.g. a submission named as the measurement table
+        key = os.path.normcase(os.path.abspath(path))
+        if key in names:
+            raise FileProblem(path, f"would be written twice (also as {names[key]})")
+        names[key] = path
     for extra in plan.extras:
         if extra.parent != out:
             check_writable_folder(extra.parent)

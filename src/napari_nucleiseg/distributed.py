@@ -12,6 +12,7 @@ on a cluster of several machines, both must be on a file system they share.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Generator
 from functools import lru_cache
 from pathlib import Path
@@ -42,11 +43,14 @@ def _worker_model(source: str, device: str):
 
 
 def segment_on_worker(job: ImageJob, model: str, device: str, options: dict) -> ImageResult:
-    """The task: one image with the worker's model (``options``: thresholds, tiles, flips)."""
+    """The task: one image with the worker's model (``options``: thresholds, tiles, flips).
+    ``device`` ("auto" too) is resolved on the worker: its GPU, not the submitter's."""
+    from .devices import resolve_device
     from .inference import drain
 
-    net, config = _worker_model(model, device)
-    return drain(segment_image(job, net, config, device=device, **options))
+    dev = str(resolve_device(device))
+    net, config = _worker_model(model, dev)
+    return drain(segment_image(job, net, config, device=dev, **options))
 
 
 def local_client(workers: int):
@@ -65,7 +69,7 @@ def run_batch_on_cluster(
     model: str,
     client,
     *,
-    device: str = "cpu",
+    device: str = "auto",
     post=None,
     tile_size: int | None = None,
     tta: bool = False,
@@ -97,12 +101,13 @@ def run_batch_on_cluster(
     jobs = image_jobs(plan)
     options = {"post": post, "tile_size": tile_size, "tta": tta}
     model = str(Path(model).resolve()) if Path(model).is_file() else str(model)
+    batch = uuid.uuid4().hex  # task keys unique on a scheduler other clients share
     futures = {
         client.submit(
             segment_on_worker, job, model, device, options,
-            key=f"nucleiseg-{job.image_id}-{id(plan)}", retries=RETRIES, pure=False,
+            key=f"nucleiseg-{batch}-{n}", retries=RETRIES, pure=False,
         ): job
-        for job in jobs
+        for n, job in enumerate(jobs)
     }  # fmt: skip
     results: dict[str, ImageResult] = {}
     try:

@@ -39,8 +39,8 @@ Table = dict[str, np.ndarray]
 def pixel_spacing(pixel_size: float | tuple[float, float] | None) -> tuple[float, float] | None:
     """(y, x) pixel size in µm, or None.
 
-    Refuses sizes that are not positive and finite, and square-pixel-only figures
-    (the perimeter) on pixels that are not square: such an image is resampled first.
+    Refuses sizes that are not positive and finite, and pixels that are not square:
+    the perimeter needs square pixels (resample such an image, or measure in pixels).
     """
     if pixel_size is None:
         return None

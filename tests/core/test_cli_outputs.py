@@ -327,3 +327,49 @@ def test_predict_resume_with_a_table_needs_label_images(tmp_path, batch):
     line = refused(code, err)
     assert "tiff or ome-tiff" in line
     assert tree_digest(out) == before
+
+
+def test_measure_never_replaces_its_inputs(tmp_path, measured):
+    image, labels, _ = measured
+    copy = tmp_path / "image.png"
+    shutil.copy(image, copy)
+    before = copy.read_bytes(), labels.read_bytes()
+    for target in (copy, labels):
+        result = nucleiseg("measure", copy, labels, "-o", target, "--overwrite")
+        refused(result.returncode, result.stderr, target)
+        assert "is an input" in result.stderr
+    assert (copy.read_bytes(), labels.read_bytes()) == before
+
+
+def test_measure_flag_takes_no_input_away(tmp_path, batch):
+    """``--measure`` is a flag: an input after it stays an input (it once took it as the
+    table's path, and --overwrite then replaced that image with the CSV)."""
+    root, _, ids, model = batch
+    first, second = (root / i / "images" / f"{i}.png" for i in ids[:2])
+    kept = first.read_bytes()
+    out = tmp_path / "out"
+    code, err = predict("--measure", first, second, "-o", out, "--model", model, "--overwrite")
+    assert code == 0, err
+    assert first.read_bytes() == kept
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{ids[0]}.tif", f"{ids[1]}.tif", MEASURES]
+    )
+
+
+def test_an_output_named_twice_is_refused_before_anything_is_written(tmp_path, batch):
+    root, _, _, model = batch
+    out = tmp_path / "out"
+    code, err = predict(
+        root, "-o", out, "--model", model, "--measure", "--submission", out / MEASURES
+    )
+    refused(code, err, out / MEASURES)
+    assert "written twice" in err and not out.exists()
+
+
+@pytest.mark.parametrize("size", ["inf", "nan", "0", "-1"])
+def test_a_pixel_size_that_is_no_size_is_refused(tmp_path, batch, size):
+    root, _, _, model = batch
+    out = tmp_path / "out"
+    code, err = predict(root, "-o", out, "--model", model, "--pixel-size", size)
+    refused(code, err)
+    assert "positive and finite" in err and not out.exists()

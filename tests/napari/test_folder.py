@@ -135,3 +135,20 @@ def test_existing_outputs_are_refused_and_kept(qtbot, dock, folder, tmp_path, no
     assert "already exists" in panel.status.value and "Overwrite" in panel.status.value
     assert any("already exists" in str(n.message) for n in notes)
     assert tree_digest(out) == before
+
+
+def test_a_pixel_size_set_in_the_dock_measures_every_image_in_micrometres(
+    qtbot, dock, folder, tmp_path
+):
+    panel = dock.folder_panel
+    panel.folder.value = folder
+    out = tmp_path / "out"
+    panel.output.value = out
+    panel.pixel_size.value = 0.25
+    run(qtbot, panel)
+    with open(out / "measurements.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["area_um2"] for r in rows) and "area_px2" not in rows[0]
+    labels = read_label_image(out / f"{rows[0]['image']}.tif")
+    area = float(rows[0]["area_um2"])
+    assert area == pytest.approx((labels == int(rows[0]["label"])).sum() * 0.0625)

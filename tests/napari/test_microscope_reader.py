@@ -41,3 +41,17 @@ def test_napari_offers_our_reader_for_microscope_files(czi):
     path, _ = czi
     readers = [r.plugin_name for r in PluginManager.instance().iter_compatible_readers([str(path)])]
     assert "napari-nucleiseg" in readers
+
+
+def test_without_bioio_the_file_is_left_to_other_readers(czi, monkeypatch):
+    import importlib.util
+
+    from napari_nucleiseg._napari.reader import get_reader
+
+    path, _ = czi
+    assert get_reader(str(path)) is not None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bioio" else real(name, *a)
+    )
+    assert get_reader(str(path)) is None  # another plugin's CZI reader gets its turn

@@ -60,6 +60,14 @@ def assert_features_equal(layer, table: dict) -> None:
         np.testing.assert_allclose(layer.features[name].to_numpy(), column, err_msg=name)
 
 
+def test_outputs_of_an_ome_tiff_layer_are_named_without_ome(make_napari_viewer):
+    viewer = make_napari_viewer()
+    panel = open_dock(viewer, "Segment nuclei").results
+    panel._image = Image(np.zeros((4, 4)), name="cells.ome")  # napari's name for cells.ome.tif
+    panel._layer = None
+    assert panel.output_name() == "cells"  # so cells.tif, cells.ome.tif: not cells.ome.ome.tif
+
+
 def test_pixel_size_from_the_layer_scale_and_units():
     layer = Image(np.zeros((4, 4)))
     assert pixel_size_um(layer) is None  # scale 1 in pixels: measured in px
@@ -200,8 +208,9 @@ def test_show_table_and_follow_the_cursor(make_napari_viewer, qtbot, tiny_checkp
     event = SimpleNamespace(position=labels.data_to_world(pixel))  # napari's are in world units
     (follow,) = [c for c in labels.mouse_move_callbacks if c == panel._follow_cursor]
     labels.mode = "paint"
+    brush = labels.selected_label
     follow(labels, event)
-    assert labels.selected_label != label  # painting keeps its label
+    assert labels.selected_label == brush != label  # painting keeps its label
     labels.mode = "pan_zoom"
     follow(labels, event)
     assert labels.selected_label == label
@@ -211,6 +220,9 @@ def test_show_table_and_follow_the_cursor(make_napari_viewer, qtbot, tiny_checkp
     panel.follow.value = False
     follow(labels, SimpleNamespace(position=labels.data_to_world(np.argwhere(labels.data == 1)[0])))
     assert labels.selected_label == label
+    labels.mode = "paint"  # back to painting: the brush has its own label again, not the hovered
+    assert labels.selected_label == brush
+    labels.mode = "pan_zoom"
 
     viewer.window.remove_dock_widget(widget.native)  # the dock goes: so does its callback
     assert panel._follow_cursor not in labels.mouse_move_callbacks

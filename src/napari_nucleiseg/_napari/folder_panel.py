@@ -16,7 +16,15 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, ProgressBar, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from superqt.utils import GeneratorWorker
@@ -45,6 +53,7 @@ class FolderJob:
     measure: bool
     resume: bool
     overwrite: bool
+    pixel_size: float | None  # µm per pixel; None: what each file records
     settings: dict  # model, device, post, tile_size, tta: the dock's
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -57,6 +66,7 @@ def run_folder(job: FolderJob) -> Generator[Progress, None, BatchSummary | None]
         job.output,
         formats=job.formats,
         measure_to=Path(job.output) / MEASUREMENTS if job.measure else None,
+        pixel_size=job.pixel_size,
         resume=job.resume,
         overwrite=job.overwrite,
         how_to_replace="tick Overwrite to replace, or Resume to keep the complete outputs",
@@ -92,6 +102,11 @@ class FolderPanel(Container):
         self.output = FileEdit(mode="d", label="Output", value="")
         self.formats = format_boxes(("tiff",))
         self.measure = CheckBox(text=f"Measurements ({MEASUREMENTS})", value=True, label="")
+        self.pixel_size = FloatSpinBox(
+            label="Pixel size (µm)", min=0.0, max=1000.0, step=0.001, value=0.0,
+            tooltip="µm per pixel for every image; 0: what each file records (OME-TIFF, "
+            "ImageJ TIFF, CZI ...), else pixels",
+        )  # fmt: skip
         self.resume = CheckBox(text="Resume (keep complete outputs)", label="")
         self.overwrite = CheckBox(text="Overwrite", label="")
         self.run_button = PushButton(text="Segment folder", label="")
@@ -107,9 +122,9 @@ class FolderPanel(Container):
         self.extend([
             _layers.section(
                 "Segment a folder",
-                [self.folder, self.output, *format_rows(self.formats), self.measure, self.resume,
-                 self.overwrite, self.run_button, self.progress, self.cancel_button, self.status,
-                 self.correct_button],
+                [self.folder, self.output, *format_rows(self.formats), self.measure,
+                 self.pixel_size, self.resume, self.overwrite, self.run_button, self.progress,
+                 self.cancel_button, self.status, self.correct_button],
                 expanded=False,
             )
         ])  # fmt: skip
@@ -141,6 +156,7 @@ class FolderPanel(Container):
             inputs=[folder], output=str(self.output_folder()),
             formats=chosen_formats(self.formats), measure=self.measure.value,
             resume=self.resume.value, overwrite=self.overwrite.value, settings=settings,
+            pixel_size=self.pixel_size.value or None,
         )  # fmt: skip
         self._life.stops = [job.stop]
         self._worker = create_worker(
@@ -214,7 +230,8 @@ class FolderPanel(Container):
         label_files = [plan.label_file(i) for i in ids]
         if any(f is None for f in label_files):
             return  # no label image among the formats: nothing to browse
-        images, labels = batch_stacks([p for _, p in plan.inputs], label_files)
+        shapes = [plan.shapes[i] for i in ids]  # read by the worker: no header read here
+        images, labels = batch_stacks([p for _, p in plan.inputs], label_files, shapes)
         record = {meta.STAGE1_IDS: ids, meta.SOURCE: str(plan.output)}
         common = {"metadata": record, "axis_labels": ("image", "y", "x")}
         for name in (BROWSE_IMAGES, BROWSE_LABELS):

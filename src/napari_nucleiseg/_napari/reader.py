@@ -9,6 +9,7 @@ its pixel size as the layer's scale in µm, so that measurements come in µm.
 
 from __future__ import annotations
 
+import importlib.util
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,8 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None
         path = path[0]
     p = Path(path)
     if p.suffix.lower() in MICROSCOPE_SUFFIXES and p.is_file():
-        return read_microscope_layers
+        # without bioio, leave the file to another reader plugin
+        return read_microscope_layers if importlib.util.find_spec("bioio") else None
     if stage1.is_sample_folder(p):
         return read_sample_layers
     if stage1.is_stage1_root(p):

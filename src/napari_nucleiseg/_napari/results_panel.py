@@ -26,7 +26,9 @@ from superqt.utils import FunctionWorker
 
 from .. import measure as measure_
 from ..errors import NucleisegError
+from ..io.atomic import same_file
 from ..io.formats import FORMATS, output_paths, parse_formats, write_outputs
+from ..io.inputs import strip_ome
 from ..io.metadata import pixel_size_of
 from . import _layers
 from . import _metadata as meta
@@ -68,7 +70,7 @@ STALE = "The labels changed since they were measured: press Measure"
 T = TypeVar("T")
 
 
-def pixel_size_um(layer: Layer) -> tuple[float, float] | None:
+def pixel_size_um(layer: Layer, read_file: bool = True) -> tuple[float, float] | None:
     """The (y, x) pixel size of a layer in µm, from the scale and units of its last two axes.
 
     A length unit (napari >= 0.6 has ``units``) converts the scale to µm (nm, mm ...).
@@ -84,8 +86,15 @@ def pixel_size_um(layer: Layer) -> tuple[float, float] | None:
     if all(str(u) == "pixel" for u in units):
         if any(s != 1 for s in scale):
             return scale[0], scale[1]
-        return _file_pixel_size(meta.source_of(layer))
+        return _file_pixel_size(meta.source_of(layer)) if read_file else None
     return None
+
+
+def _from_file(layer: Layer) -> str | None:
+    """The file whose recorded pixel size a layer at scale 1 in pixels takes, if any."""
+    units = list(getattr(layer, "units", None) or ["pixel", "pixel"])[-2:]
+    at_one = all(float(s) == 1 for s in layer.scale[-2:])
+    return meta.source_of(layer) if at_one and all(str(u) == "pixel" for u in units) else None
 
 
 def _file_pixel_size(source: str | None) -> tuple[float, float] | None:
@@ -128,15 +137,19 @@ class Measuring:
     image: object | None
     pixel_size: tuple[float, float] | None
     planes: int = 1
+    source: str | None = None  #: a file whose pixel size to read (in the worker)
 
     @classmethod
     def of(cls, image: Image | None, labels: Labels | None = None) -> Measuring:
         """From the image layer, or without one from the Labels layer (no intensities)."""
         if image is not None:
             lead = _layers.image_lead(image)
-            return cls(_layers.image_data(image), pixel_size_um(image), int(np.prod(lead)))
+            size = pixel_size_um(image, read_file=False)
+            return cls(_layers.image_data(image), size, int(np.prod(lead)), _from_file(image))
         planes = int(np.prod(labels.data.shape[:-2])) if labels is not None else 1
-        return cls(None, None if labels is None else pixel_size_um(labels), planes)
+        if labels is None:
+            return cls(None, None, planes)
+        return cls(None, pixel_size_um(labels, read_file=False), planes, _from_file(labels))
 
     def __call__(self, labels: np.ndarray) -> Measurement:
         """Measure ``labels``, (H, W) or (1, H, W) ndarray of int."""
@@ -147,12 +160,13 @@ class Measuring:
         labels = np.asarray(labels)
         labels = labels.reshape(labels.shape[-2:])
         image = None if self.image is None else np.asarray(self.image)
+        size = self.pixel_size or _file_pixel_size(self.source)
         try:
-            table = measure_.measure(labels, image, self.pixel_size)
+            table = measure_.measure(labels, image, size)
         except ValueError as exc:  # pixels that are not square, an image of another shape
             return Measurement(None, f"Not measured: {exc}")
         n = len(table["label"])
-        unit = "px" if self.pixel_size is None else f"µm ({self.pixel_size[1]:g} µm/px)"
+        unit = "px" if size is None else f"µm ({size[1]:g} µm/px)"
         return Measurement(table, f"{n} {'nucleus' if n == 1 else 'nuclei'} measured, in {unit}")
 
 
@@ -185,7 +199,8 @@ def save_files(paths: dict[str, Path], labels: np.ndarray, measuring: Measuring)
 def file_stem(text: str) -> str:
     """``text`` as a file name: runs of other characters than letters, digits and ``_.+-``
     become one ``_``."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "nuclei"
+    stem = re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "nuclei"
+    return strip_ome(stem)  # napari names a layer of x.ome.tif "x.ome": the outputs say x
 
 
 class ResultsPanel(Container):
@@ -205,6 +220,7 @@ class ResultsPanel(Container):
         self._edits = self._measured_at = 0  # edits of the layer, and at the last measurement
         self._job = None  # only the latest measurement is applied
         self._table_widget = None  # napari's features table, once "Show table" opened it
+        self._brush_label: int | None = None  # the paint label before Follow cursor moved it
         self.measure_button = button(
             "Measure", self.measure, "Measure the nuclei of the labels as they are now"
         )
@@ -247,6 +263,8 @@ class ResultsPanel(Container):
             layer.mouse_move_callbacks.append(self._follow_cursor)
             layer.events.paint.connect(self._on_edit)
             layer.events.data.connect(self._on_edit)
+            layer.events.mode.connect(self._on_mode)
+            self._brush_label = None
         self._image = getattr(image, "__wrapped__", image)
         self._job = None  # a Measure still running measures labels these replace
         self._apply(measurement, self._edits)
@@ -263,6 +281,7 @@ class ResultsPanel(Container):
                 layer.mouse_move_callbacks.remove(self._follow_cursor)
             layer.events.paint.disconnect(self._on_edit)
             layer.events.data.disconnect(self._on_edit)
+            layer.events.mode.disconnect(self._on_mode)
         self._update_buttons()
 
     def _on_removed(self, event=None) -> None:
@@ -345,8 +364,16 @@ class ResultsPanel(Container):
         )  # fmt: skip
         value = value[1] if layer.multiscale and value is not None else value
         if value and int(value) != layer.selected_label:
+            if self._brush_label is None:
+                self._brush_label = layer.selected_label  # given back when pan/zoom ends
             layer.selected_label = int(value)  # napari's table selects the label's row
             self._reveal_row()
+
+    def _on_mode(self, event=None) -> None:
+        """Leaving pan/zoom, the brush gets back the label it had before the cursor moved."""
+        layer = self._layer
+        if layer is not None and layer.mode != "pan_zoom" and self._brush_label is not None:
+            layer.selected_label, self._brush_label = self._brush_label, None
 
     def _reveal_row(self) -> None:
         """Scroll the features table that "Show table" opened to its selected row."""
@@ -376,7 +403,10 @@ class ResultsPanel(Container):
         if not path:
             return None
         path = Path(path)
-        path = path if path.suffix.lower() == ".csv" else path.with_name(f"{path.name}.csv")
+        if path.suffix.lower() != ".csv":
+            path = path.with_name(f"{path.name}.csv")
+            if path.exists() and not self.ask_replace([path]):  # the dialog asked of another name
+                return None
         if self.stale or self._table is None:
             self.measure(then=lambda: self._write_table(path))
         else:
@@ -414,7 +444,7 @@ class ResultsPanel(Container):
         paths = output_paths(folder, self.output_name(), formats)
         source = meta.source_of(self._image) if self._image is not None else None
         clash = [p for p in paths.values() if p.exists()]
-        if source and any(p.resolve() == Path(source).resolve() for p in clash):
+        if source and any(same_file(p, source) for p in clash):
             show_warning(f"Nothing written: {source} is the image's own file")
             return None
         if clash and not self.ask_replace(clash):

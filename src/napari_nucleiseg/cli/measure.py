@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FileProblem
-from ..io.atomic import check_writable_folder
+from ..io.atomic import check_writable_folder, same_file
 from ..io.images import read_image_file, read_label_image
 from ..io.metadata import pixel_size_for
 from ..measure import measure, write_table
@@ -35,6 +35,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise FileProblem(out, "already exists; nothing was written (pass --overwrite)")
     if out.is_dir():
         raise FileProblem(out, "is a folder; -o takes a CSV file name")
+    if same_file(out, image_path) or same_file(out, labels_path):
+        raise FileProblem(out, "is an input; the table would replace it (choose another -o)")
     check_writable_folder(out.parent if str(out.parent) else Path("."))
     image = read_image_file(image_path)
     labels = read_label_image(labels_path)

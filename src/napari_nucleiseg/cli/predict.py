@@ -31,11 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--measure",
-        nargs="?",
-        const="",
-        metavar="CSV",
-        help="also write one table of measurements per nucleus for the batch, with an image "
-        "column (default file: OUTDIR/measurements.csv)",
+        action="store_true",
+        help="also write OUTDIR/measurements.csv: one row per nucleus of the batch, with an "
+        "image column",
     )
     add_pixel_size(p)
     where = p.add_mutually_exclusive_group()
@@ -83,9 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..models import DEFAULT_MODEL, load_model
 
     out = Path(args.output)
-    measure_to = None
-    if args.measure is not None:
-        measure_to = Path(args.measure) if args.measure else out / MEASUREMENTS
+    measure_to = out / MEASUREMENTS if args.measure else None
     plan = plan_batch(
         args.inputs,
         out,
@@ -116,7 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         client = Client(args.scheduler) if args.scheduler else local_client(args.workers)
         where = f"the Dask cluster at {client.scheduler.address}"
         run = run_batch_on_cluster(
-            plan, name, client, device=str(device), tile_size=args.tile_size, tta=args.tta
+            plan, name, client, device=args.device, tile_size=args.tile_size, tta=args.tta
         )
     else:
         where = str(device)

@@ -62,6 +62,14 @@ def remove_stale(path: Path) -> list[Path]:
     return removed
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one existing file (a hard link, a symlink, another spelling)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def file_problem(path: str | os.PathLike, exc: OSError, action: str = "written") -> FileProblem:
     """The one-line error for an ``OSError`` on ``path``: "<path>: cannot be <action> (<why>)"."""
     return FileProblem(path, f"cannot be {action} ({exc.strerror or exc})")

@@ -1,14 +1,14 @@
 """Label images in the files other tools open: ImageJ/Fiji, QuPath, OME readers.
 
-=========  ======================  ==========================================
+=========  ======================  ==================================================
 format     file                    opens in
-=========  ======================  ==========================================
+=========  ======================  ==================================================
 tiff       ``<id>.tif``            any (compressed 16- or 32-bit labels)
 roi        ``<id>.zip``            ImageJ/Fiji ROI Manager (``roifile``)
-geojson    ``<id>.geojson``        QuPath (File > Import objects), GIS tools
+geojson    ``<id>.geojson``        QuPath (File > Import objects); pixel coordinates
 ome-tiff   ``<id>.ome.tif``        Bio-Formats, QuPath, tifffile; pixel size kept
-ome-zarr   ``<id>.ome.zarr/``      napari-ome-zarr, Fiji (MoBIE), ome-zarr-py
-=========  ======================  ==========================================
+ome-zarr   ``<id>.ome.zarr/``      NGFF 0.4: napari-ome-zarr, Fiji (MoBIE), QuPath
+=========  ======================  ==================================================
 
 Outlines follow pixel edges (:mod:`.outlines`): an ImageJ ROI or a QuPath
 object, filled, is the nucleus's mask to the pixel. Every file is written under
@@ -100,10 +100,6 @@ def write_outputs(
             write_ome_zarr(path, labels, image, pixel_size)
         else:
             raise ValueError(f"unknown format {fmt!r}")
-
-
-def _roi_name(label: int, part: int, parts: int) -> str:
-    return f"{label:04d}" if parts == 1 else f"{label:04d}-{part + 1}"
 
 
 def imagej_roi(label: int, outlines: list[Outline]):
@@ -239,7 +235,7 @@ def write_ome_zarr(
     image: np.ndarray | None = None,
     pixel_size: tuple[float, float] | None = None,
 ) -> Path:
-    """An OME-Zarr (NGFF) image with the nuclei in ``labels/nuclei``.
+    """An OME-Zarr (NGFF 0.4, Zarr v2) image with the nuclei in ``labels/nuclei``.
 
     The image is the source image (grey as y, x; RGB as c, y, x) when given,
     else the labels themselves; both carry the pixel size in micrometres.
@@ -249,6 +245,7 @@ def write_ome_zarr(
 
         with warnings.catch_warnings():  # ome-zarr 0.14+ deprecates a default of its own
             warnings.simplefilter("ignore", DeprecationWarning)
+            from ome_zarr.format import FormatV04
             from ome_zarr.scale import Methods
             from ome_zarr.writer import write_image, write_labels
     except ImportError:
@@ -268,15 +265,17 @@ def write_ome_zarr(
     tmp = partial_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        root = zarr.open_group(str(tmp), mode="w")
+        # NGFF 0.4 on Zarr v2: what Fiji (MoBIE, n5-viewer), QuPath and napari-ome-zarr read
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         write_image(
-            base, root, scale_factors=factors, axes=axes,
+            base, root, scale_factors=factors, axes=axes, fmt=FormatV04(),
             method=Methods.NEAREST if image is None else Methods.RESIZE,  # labels stay labels
             scale=None if scale is None else ({"c": 1.0, **scale} if axes == "cyx" else scale),
             axes_units=None if units is None else units,
         )  # fmt: skip
         write_labels(
             labels, root, name="nuclei", scaler=None, scale_factors=factors, axes="yx",
+            fmt=FormatV04(),
             label_metadata={"source": {"image": "../../"}},  # the image they outline
             scale=scale, axes_units=units,
         )  # fmt: skip

@@ -11,10 +11,14 @@ from .images import IMAGE_SUFFIXES, image_files
 from .stage1 import image_path, is_sample_folder, is_stage1_root, list_samples
 
 
+def strip_ome(stem: str) -> str:
+    """``stem`` without a trailing ``.ome`` (``a.ome`` of ``a.ome.tif`` is ``a``)."""
+    return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+
+
 def image_id(path: Path) -> str:
     """An image file's id: its name without the suffix, nor ``.ome`` (``a.ome.tif`` is ``a``)."""
-    stem = path.stem
-    return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+    return strip_ome(path.stem)
 
 
 def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:

@@ -165,15 +165,18 @@ def display_plane(image: np.ndarray) -> np.ndarray:
     return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
 
 
-def batch_stacks(images: list[Path], labels: list[Path]) -> tuple[LazyStack, LazyStack]:
+def batch_stacks(
+    images: list[Path], labels: list[Path], shapes: list[tuple[int, ...]] | None = None
+) -> tuple[LazyStack, LazyStack]:
     """Lazy (N, H, W[, 3]) 8-bit display and (N, H, W) label stacks of a batch's images and
-    their label images, from headers only, padded at the bottom and right to the largest.
+    their label images, from headers only (or the ``shapes`` already read from them),
+    padded at the bottom and right to the largest.
 
     RGB when any image is; a file that cannot be read shows as zeros, with a warning.
     """
     from .images import image_shape, read_image_file, read_label_image
 
-    shapes = [image_shape(p) for p in images]
+    shapes = shapes or [image_shape(p) for p in images]
     height = max(s[0] for s in shapes)
     width = max(s[1] for s in shapes)
     colour = any(len(s) == 3 for s in shapes)

@@ -9,6 +9,7 @@ write, not what a microscope measured.
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -126,7 +127,7 @@ def pixel_size_of(path: str | os.PathLike) -> PixelSize | None:
 def pixel_size_for(path: Path, given: float | None) -> tuple[float, float] | None:
     """``given`` (µm per pixel) when set, else what the image file records, else None."""
     if given is not None:
-        if not given > 0:
-            raise NucleisegError(f"a pixel size must be positive, got {given}")
+        if not (given > 0 and math.isfinite(given)):
+            raise NucleisegError(f"a pixel size must be positive and finite, got {given}")
         return given, given
     return pixel_size_of(path)

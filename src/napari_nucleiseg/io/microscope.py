@@ -85,7 +85,12 @@ def nuclear_channel(names: list[str]) -> int | None:
 def _plane(path: Path, channel: int | str | None):
     """The opened file and the index of the channel to read, after the checks."""
     image = _open(path)
+    scenes = len(getattr(image, "scenes", ()) or ())
+    if scenes > 1:
+        raise FileProblem(path, f"holds {scenes} scenes; expected one image (export each scene)")
     dims = image.dims
+    if getattr(dims, "M", 1) > 1:
+        raise FileProblem(path, f"is a mosaic of {dims.M} tiles; expected one stitched image")
     for axis in ("T", "Z"):
         n = getattr(dims, axis, 1)
         if n > 1:
@@ -103,7 +108,7 @@ def _plane(path: Path, channel: int | str | None):
     if channel is None:
         raise FileProblem(
             path, f"has {len(names)} channels ({', '.join(names)}) and none is named as a nuclear "
-            "stain; choose one"
+            "stain (DAPI, Hoechst, DRAQ5 ...)"
         )  # fmt: skip
     return image, channel, names
 
