@@ -22,9 +22,10 @@ import numpy as np
 from .errors import FileProblem, NucleisegError
 from .io.atomic import check_writable_folder, file_problem, remove_stale, same_file
 from .io.formats import output_paths, parse_formats, write_outputs
-from .io.images import image_shape, read_image_file, read_label_image
+from .io.images import image_shape, read_image_file, read_intensity_image, read_label_image
 from .io.inputs import collect_images
 from .io.metadata import pixel_size_for
+from .io.microscope import MICROSCOPE_SUFFIXES
 from .io.rle import labels_to_rles, write_submission_rows
 from .measure import measure, pixel_spacing, write_table
 from .pipeline import Progress
@@ -244,10 +245,18 @@ def segment_image(
 
     image = read_image_file(job.path)
     _, (labels,) = yield from segment(model, config, image, **options)
-    table = measure(labels, image, job.pixel_size) if job.measure else None
+    table = None
+    if job.measure:  # every channel of the file, where the network saw one
+        table = measure(labels, _intensities(job.path, image), job.pixel_size)
     write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size, table=table)
     rles = labels_to_rles(labels) if job.submission else None
     return ImageResult(job.image_id, int(labels.max()), table, rles)
+
+
+def _intensities(path: Path, image: np.ndarray) -> np.ndarray:
+    """The image to measure: all channels of a TIFF or microscope file, else ``image``."""
+    multi = path.suffix.lower() in (".tif", ".tiff", *MICROSCOPE_SUFFIXES)
+    return read_intensity_image(path) if multi else image
 
 
 def finish_batch(plan: BatchPlan, results: dict[str, ImageResult]) -> BatchSummary:
@@ -261,7 +270,7 @@ def finish_batch(plan: BatchPlan, results: dict[str, ImageResult]) -> BatchSumma
     if plan.table is not None:
         tables = {i: r.table for i, r in results.items()}
         for image_id in plan.done:
-            image = read_image_file(sources[image_id])
+            image = read_intensity_image(sources[image_id])
             tables[image_id] = measure(earlier(image_id), image, plan.pixel_sizes[image_id])
         write_table(plan.table, [(i, tables[i]) for i in plan.targets])
     if plan.submission is not None:

@@ -373,3 +373,35 @@ def test_a_pixel_size_that_is_no_size_is_refused(tmp_path, batch, size):
     code, err = predict(root, "-o", out, "--model", model, "--pixel-size", size)
     refused(code, err)
     assert "positive and finite" in err and not out.exists()
+
+
+def test_measure_takes_every_channel_of_a_multichannel_tiff(tmp_path, measured):
+    """A (C, Y, X) ImageJ TIFF: the nuclear stain and two markers, each measured."""
+    _, labels, sample = measured
+    grey = sample.image if sample.image.ndim == 2 else sample.image[..., 0]
+    rng = np.random.default_rng(1)
+    stack = np.stack([grey, rng.integers(0, 4000, grey.shape), 4000 - grey.astype(int) * 10])
+    stack = stack.astype(np.uint16)
+    image = tmp_path / "cells.tif"
+    tifffile.imwrite(image, stack, imagej=True, metadata={"axes": "CYX"})
+    out = tmp_path / "table.csv"
+    result = nucleiseg("measure", image, labels, "-o", out)
+    assert result.returncode == 0, result.stderr
+    header, rows = read_csv(out)
+    truth = tifffile.imread(labels)
+    for c in range(3):
+        assert f"mean_intensity_ch{c}" in header
+        for row in rows[:5]:
+            pixels = stack[c][truth == int(row["label"])]
+            assert float(row[f"mean_intensity_ch{c}"]) == pytest.approx(pixels.mean(), rel=1e-9)
+            assert float(row[f"integrated_intensity_ch{c}"]) == pytest.approx(pixels.sum())
+
+
+def test_a_z_stack_tiff_is_not_measured(tmp_path, measured):
+    _, labels, sample = measured
+    shape = tifffile.imread(labels).shape
+    image = tmp_path / "stack.tif"
+    tifffile.imwrite(image, np.zeros((4, *shape), np.uint8), imagej=True, metadata={"axes": "ZYX"})
+    result = nucleiseg("measure", image, labels, "-o", tmp_path / "t.csv")
+    refused(result.returncode, result.stderr, image)
+    assert "axes ZYX" in result.stderr

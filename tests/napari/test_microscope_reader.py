@@ -12,8 +12,13 @@ pyczi = pytest.importorskip("pylibCZIrw.czi", reason="bioio-czi (pylibCZIrw) is 
 @pytest.fixture
 def czi(tmp_path):
     """A two-channel CZI, GFP then DAPI, 0.325 µm pixels."""
+    from napari_nucleiseg.io import read_sample
+    from napari_nucleiseg.samples import sample_folder
+
+    real = read_sample(sample_folder("fluorescence")).image  # real nuclei in the DAPI channel
+    dapi = (real if real.ndim == 2 else real[..., 0])[:128, :160].astype(np.uint8)
     rng = np.random.default_rng(0)
-    planes = [rng.integers(0, 255, (40, 50), dtype=np.uint8) for _ in range(2)]
+    planes = [rng.integers(0, 255, dapi.shape, dtype=np.uint8), dapi]
     path = tmp_path / "cells.czi"
     with pyczi.create_czi(str(path), exist_ok=True) as writer:
         for c, plane in enumerate(planes):
@@ -55,3 +60,27 @@ def test_without_bioio_the_file_is_left_to_other_readers(czi, monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "bioio" else real(name, *a)
     )
     assert get_reader(str(path)) is None  # another plugin's CZI reader gets its turn
+
+
+def test_predict_measures_every_channel_of_a_czi(czi, tmp_path, tiny_checkpoint):
+    """The network sees DAPI; the table has both channels, the marker's too."""
+    import csv
+
+    from napari_nucleiseg.cli import main
+    from napari_nucleiseg.io.images import read_label_image
+
+    path, planes = czi
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(path), "-o", str(out), "--model", str(tiny_checkpoint), "--measure"])
+        == 0
+    )
+    with open(out / "measurements.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = read_label_image(out / "cells.tif")
+    assert len(rows) == len(np.unique(labels)) - 1 >= 5  # the nuclei of the real crop
+    for row in rows:
+        mask = labels == int(row["label"])
+        for c in (0, 1):
+            assert float(row[f"mean_intensity_ch{c}"]) == pytest.approx(planes[c][mask].mean())
+    assert "area_um2" in rows[0]  # the CZI's own pixel size

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import FileProblem
 from ..io.atomic import check_writable_folder, same_file
-from ..io.images import read_image_file, read_label_image
+from ..io.images import read_intensity_image, read_label_image
 from ..io.metadata import pixel_size_for
 from ..measure import measure, write_table
 from . import add_pixel_size
@@ -38,7 +38,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if same_file(out, image_path) or same_file(out, labels_path):
         raise FileProblem(out, "is an input; the table would replace it (choose another -o)")
     check_writable_folder(out.parent if str(out.parent) else Path("."))
-    image = read_image_file(image_path)
+    image = read_intensity_image(image_path)  # every channel
     labels = read_label_image(labels_path)
     if labels.shape != image.shape[:2]:
         raise FileProblem(

@@ -7,6 +7,7 @@ masks are single-channel binary PNGs; label images are 2-D integer TIFFs or PNGs
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,12 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import FileProblem
 from .atomic import file_problem, write_atomically
-from .microscope import MICROSCOPE_SUFFIXES, microscope_shape, read_microscope_file
+from .microscope import (
+    MICROSCOPE_SUFFIXES,
+    microscope_shape,
+    read_all_channels,
+    read_microscope_file,
+)
 
 #: what PIL raises on a file it cannot decode, a decompression bomb (a header that asks
 #: for more than twice ``Image.MAX_IMAGE_PIXELS``) included
@@ -316,4 +322,44 @@ def read_image_file(path: str | Path) -> np.ndarray:
         raise FileProblem(path, "has NaN or infinite pixel values")
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    return array
+
+
+#: channel axes of a TIFF series (tifffile's names): C channel, S sample, Q unknown
+_CHANNEL_AXES = "CSQ"
+
+
+def read_intensity_image(path: str | os.PathLike) -> np.ndarray:
+    """The image whose intensities are measured per nucleus: every channel, as (H, W, C).
+
+    A multi-channel TIFF (ImageJ or OME ``CYX``, ``YXS`` ...) and a microscope file give
+    all their channels, where segmenting reads one plane (:func:`read_image_file`);
+    other files are read as :func:`read_image_file` reads them.
+
+    Raises
+    ------
+    FileProblem
+        As :func:`read_image_file`, or a TIFF of more than one plane per channel.
+    """
+    path = _image_file(path)
+    suffix = path.suffix.lower()
+    if suffix in MICROSCOPE_SUFFIXES:
+        return read_all_channels(path)
+    if suffix not in (".tif", ".tiff"):
+        return read_image_file(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, array = series.axes, np.asarray(series.asarray())
+    except Exception as exc:  # tifffile raises many types on a corrupt file
+        raise FileProblem(path, f"cannot be read as TIFF ({exc})") from None
+    keep = [i for i, a in enumerate(axes) if a in "YX" or a in _CHANNEL_AXES or array.shape[i] > 1]
+    array = array.reshape([array.shape[i] for i in keep])  # axes of length 1 dropped
+    axes = "".join(axes[i] for i in keep)
+    if sorted(axes) != sorted("YX") and (len(axes) != 3 or axes.strip("YX") not in _CHANNEL_AXES):
+        raise FileProblem(path, f"has axes {axes} {array.shape}: expected one 2-D image")
+    if len(axes) == 3:
+        array = np.moveaxis(array, axes.index(axes.strip("YX")), -1)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise FileProblem(path, "has NaN or infinite pixel values")
     return array

@@ -146,6 +146,15 @@ def read_microscope_file(
     return MicroscopeImage(data, microscope_pixel_size(image), names[channel] if names else None)
 
 
+def read_all_channels(path: str | os.PathLike) -> np.ndarray:
+    """Every channel of a microscope file's plane as (H, W, C): what is measured per nucleus."""
+    path = Path(path)
+    image, _, _ = _plane(path, 0)
+    if getattr(image.dims, "S", 1) > 1:
+        return np.asarray(image.get_image_data("YXS", T=0, Z=0, C=0))
+    return np.asarray(image.get_image_data("YXC", T=0, Z=0))
+
+
 def microscope_pixel_size(image) -> tuple[float, float] | None:
     """(y, x) µm per pixel of an opened file (a path is opened), or None."""
     if isinstance(image, (str, os.PathLike)):
