@@ -5,8 +5,9 @@ dask-kubernetes; see docs/cluster.md).
 Each image is one task that calls :func:`napari_nucleiseg.batch.segment_image`, the
 function the single-process batch calls: same outputs, file for file. A worker loads
 the model once and keeps it; a failed task is retried, and a task that fails on every
-try is named in the error. Workers read the inputs and write the outputs themselves:
-on a cluster of several machines, both must be on a file system they share.
+try is named in the error, raised once the other images are written. Workers read the
+inputs and write the outputs themselves: on a cluster of several machines, both must be
+on a file system they share.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def run_batch_on_cluster(
     Raises
     ------
     NucleisegError
-        An image failed on every try (the message names it).
+        An image failed on every try (the message names it), once every other image
+        is done; no table or submission is written then.
     Cancelled
         ``stop`` was set: the tasks not started are cancelled; the images done are on disk.
     """
@@ -110,6 +112,7 @@ def run_batch_on_cluster(
         for n, job in enumerate(jobs)
     }  # fmt: skip
     results: dict[str, ImageResult] = {}
+    failed: list[str] = []
     try:
         for n, future in enumerate(as_completed(futures), start=1):
             if stop is not None and stop.is_set():
@@ -117,13 +120,15 @@ def run_batch_on_cluster(
             job = futures[future]
             try:
                 result = future.result()
-            except Exception as exc:
-                raise NucleisegError(
-                    f"{job.path}: failed on the cluster {RETRIES + 1} times ({exc})"
-                ) from None
+            except Exception as exc:  # the others go on: their outputs are written whole
+                failed.append(f"{job.path}: failed on the cluster {RETRIES + 1} times ({exc})")
+                continue
             results[job.image_id] = result
             yield Progress(n / len(jobs), f"{job.image_id}: {result.nuclei} nuclei")
-    except BaseException:
+    except BaseException:  # cancelled or interrupted: what has not started never will
         client.cancel(list(futures))
         raise
+    if failed:
+        more = f" (and {len(failed) - 1} more image(s))" if len(failed) > 1 else ""
+        raise NucleisegError(failed[0] + more)
     return finish_batch(plan, results)
