@@ -330,7 +330,7 @@ def cluster(name: str, n_images: int) -> None:
     import tempfile
 
     from napari_nucleiseg.batch import plan_batch, run_batch
-    from napari_nucleiseg.distributed import local_client, run_batch_on_cluster
+    from napari_nucleiseg.distributed import close_client, local_client, run_batch_on_cluster
     from napari_nucleiseg.io.images import read_label_image
 
     folders = list_samples(DATA / "stage1_train")[:n_images]
@@ -349,9 +349,7 @@ def cluster(name: str, n_images: int) -> None:
         try:
             drain(run_batch_on_cluster(plan_batch(folders, two), name, client))
         finally:
-            local = client.cluster
-            client.close()
-            local.close()
+            close_client(client)
         spread = time.perf_counter() - start
         print(
             f"| LocalCluster, 2 workers (start included) | {spread:.1f} | "

@@ -92,6 +92,20 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("models") / "tiny.pt", model, config)
 
 
+def write_czi(path: Path, planes: list, pixel_um: float = 0.325) -> Path:
+    """A real two-channel CZI, GFP then DAPI, written with pylibCZIrw (the test is skipped
+    where it is not installed)."""
+    pyczi = pytest.importorskip("pylibCZIrw.czi", reason="pylibCZIrw (bioio-czi) is not installed")
+    with pyczi.create_czi(str(path), exist_ok=True) as writer:
+        for c, plane in enumerate(planes):
+            writer.write(data=plane, plane={"C": c, "T": 0, "Z": 0})
+        writer.write_metadata(
+            document_name=path.stem, channel_names={0: "GFP", 1: "DAPI"},
+            scale_x=pixel_um * 1e-6, scale_y=pixel_um * 1e-6,
+        )  # fmt: skip
+    return path
+
+
 def open_dock(viewer, name: str):
     """A dock opened as Plugins > NucleiSeg > ``name`` opens it (napari's own code path,
     which hands the viewer only to a parameter annotated ``napari.viewer.Viewer``)."""

@@ -28,7 +28,7 @@ from .io.metadata import pixel_size_for
 from .io.microscope import MICROSCOPE_SUFFIXES
 from .io.rle import labels_to_rles, write_submission_rows
 from .measure import measure, pixel_spacing, write_table
-from .pipeline import Progress
+from .pipeline import Progress, relay
 
 MEASUREMENTS = "measurements.csv"
 
@@ -254,9 +254,9 @@ def segment_image(
 
 
 def _intensities(path: Path, image: np.ndarray) -> np.ndarray:
-    """The image to measure: all channels of a TIFF or microscope file, else ``image``."""
-    multi = path.suffix.lower() in (".tif", ".tiff", *MICROSCOPE_SUFFIXES)
-    return read_intensity_image(path) if multi else image
+    """The image to measure: all channels of a microscope file, else ``image`` itself (a
+    multi-channel TIFF is refused as an input, so its read is already whole)."""
+    return read_intensity_image(path) if path.suffix.lower() in MICROSCOPE_SUFFIXES else image
 
 
 def finish_batch(plan: BatchPlan, results: dict[str, ImageResult]) -> BatchSummary:
@@ -318,13 +318,11 @@ def run_batch(
     options = dict(post=post, device=device, tile_size=tile_size, tta=tta, stop=stop)
     for n, job in enumerate(jobs):
         where = f"{job.image_id} ({n + 1}/{len(jobs)})"
-        run = segment_image(job, model, config, **options)
-        while True:
-            try:
-                step = next(run)
-            except StopIteration as end:
-                result = results[job.image_id] = end.value
-                break
-            yield Progress((n + step.fraction) / len(jobs), f"{where}: {step.text}")
+        result = results[job.image_id] = yield from relay(
+            segment_image(job, model, config, **options),
+            lambda step, n=n, where=where: Progress(
+                (n + step.fraction) / len(jobs), f"{where}: {step.text}"
+            ),
+        )
         yield Progress((n + 1) / len(jobs), f"{where}: {result.nuclei} nuclei")
     return finish_batch(plan, results)

@@ -65,6 +65,15 @@ def local_client(workers: int):
     return Client(cluster)
 
 
+def close_client(client) -> None:
+    """Close a client, and the local cluster it started if it did (a scheduler others run is
+    left running)."""
+    cluster = client.cluster  # None for a client of a running scheduler's address
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 def run_batch_on_cluster(
     plan: BatchPlan,
     model: str,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io.atomic import write_atomically
+from .io.atomic import write_text_atomically
 
 #: the columns of every table, before the intensities: (name with ``{u}`` for the
 #: length unit, regionprops property, power of the unit)
@@ -124,6 +124,11 @@ def measure(
     return table
 
 
+def unit_name(pixel_size: tuple[float, float] | None) -> str:
+    """How a table's lengths are counted, for a status line: "px" or "µm (0.5 µm/px)"."""
+    return "px" if pixel_size is None else f"µm ({pixel_size[1]:g} µm/px)"
+
+
 def table_csv(tables: Iterable[tuple[str | None, Table]]) -> str:
     """CSV text of one or more tables; a name fills an ``image`` column first (the tables
     of a batch), None leaves it out.
@@ -156,8 +161,7 @@ def write_table(
     """Write measurement tables as one CSV, atomically (see :func:`table_csv`)."""
     if isinstance(tables, Mapping):
         tables = [(None, tables)]
-    text = table_csv(tables)
-    return write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text_atomically(path, table_csv(tables))
 
 
 def features(table: Table, n_labels: int | None = None) -> dict[str, np.ndarray]:

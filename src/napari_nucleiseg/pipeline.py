@@ -113,7 +113,7 @@ def stop_switch(model: torch.nn.Module, stop: threading.Event | None) -> Iterato
             handle.remove()
 
 
-def _relay(
+def relay(
     gen: Generator[Y, None, T], step: Callable[[Y], Progress]
 ) -> Generator[Progress, None, T]:
     """Re-yield ``step(item)`` for every item of ``gen``; return ``gen``'s value."""
@@ -310,7 +310,7 @@ def segment(
             run = predict_with_fallback(
                 model, config, np.asarray(image[index]), device=dev, tile_size=tile_size, tta=tta
             )
-            plane, dev, tile_size = yield from _relay(run, partial(_tile_step, i, len(planes)))
+            plane, dev, tile_size = yield from relay(run, partial(_tile_step, i, len(planes)))
             if len(planes) == 1:  # its maps as they are: no copy of a huge image's maps
                 maps = plane[None]
             else:

@@ -8,7 +8,7 @@ import tifffile
 
 from napari_nucleiseg.batch import plan_batch
 from napari_nucleiseg.cli import main
-from napari_nucleiseg.distributed import RETRIES, local_client, run_batch_on_cluster
+from napari_nucleiseg.distributed import RETRIES, close_client, local_client, run_batch_on_cluster
 from napari_nucleiseg.errors import NucleisegError
 from napari_nucleiseg.inference import drain
 
@@ -19,9 +19,7 @@ FORMATS = "tiff,roi,geojson,ome-tiff"
 def client():
     client = local_client(2)
     yield client
-    cluster = client.cluster
-    client.close()
-    cluster.close()
+    close_client(client)
 
 
 def files(folder):

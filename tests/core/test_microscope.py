@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import write_czi
 from napari_nucleiseg.errors import FileProblem
 from napari_nucleiseg.io.images import image_shape, read_image_file
 from napari_nucleiseg.io.metadata import pixel_size_of
@@ -167,16 +168,8 @@ def test_a_corrupt_czi_with_its_reader_installed_is_not_called_missing(tmp_path)
 
 def test_images_routes_microscope_suffixes_to_bioio(tmp_path):
     """A real CZI (GFP then DAPI, 0.325 µm) read through io/images and io/metadata."""
-    pyczi = pytest.importorskip("pylibCZIrw.czi", reason="pylibCZIrw is not installed")
     planes = [RNG.integers(0, 255, (40, 50), dtype=np.uint8) for _ in range(2)]
-    path = tmp_path / "cells.CZI"
-    with pyczi.create_czi(str(path), exist_ok=True) as writer:
-        for c, plane in enumerate(planes):
-            writer.write(data=plane, plane={"C": c, "T": 0, "Z": 0})
-        writer.write_metadata(
-            document_name="cells", channel_names={0: "GFP", 1: "DAPI"},
-            scale_x=0.325e-6, scale_y=0.325e-6,
-        )  # fmt: skip
+    path = write_czi(tmp_path / "cells.CZI", planes)
     assert ".czi" in MICROSCOPE_SUFFIXES
     np.testing.assert_array_equal(read_image_file(path), planes[1])
     assert image_shape(path) == (40, 50)

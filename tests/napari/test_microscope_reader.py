@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pyczi = pytest.importorskip("pylibCZIrw.czi", reason="bioio-czi (pylibCZIrw) is not installed")
+from conftest import write_czi
 
 
 @pytest.fixture
@@ -19,15 +19,7 @@ def czi(tmp_path):
     dapi = (real if real.ndim == 2 else real[..., 0])[:128, :160].astype(np.uint8)
     rng = np.random.default_rng(0)
     planes = [rng.integers(0, 255, dapi.shape, dtype=np.uint8), dapi]
-    path = tmp_path / "cells.czi"
-    with pyczi.create_czi(str(path), exist_ok=True) as writer:
-        for c, plane in enumerate(planes):
-            writer.write(data=plane, plane={"C": c, "T": 0, "Z": 0})
-        writer.write_metadata(
-            document_name="cells", channel_names={0: "GFP", 1: "DAPI"},
-            scale_x=0.325e-6, scale_y=0.325e-6,
-        )  # fmt: skip
-    return path, planes
+    return write_czi(tmp_path / "cells.czi", planes), planes
 
 
 def test_viewer_opens_the_nuclear_channel_in_micrometres(make_napari_viewer, czi):

@@ -64,7 +64,6 @@ def test_outputs_of_an_ome_tiff_layer_are_named_without_ome(make_napari_viewer):
     viewer = make_napari_viewer()
     panel = open_dock(viewer, "Segment nuclei").results
     panel._image = Image(np.zeros((4, 4)), name="cells.ome")  # napari's name for cells.ome.tif
-    panel._layer = None
     assert panel.output_name() == "cells"  # so cells.tif, cells.ome.tif: not cells.ome.ome.tif
 
 

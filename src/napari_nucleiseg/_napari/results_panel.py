@@ -70,8 +70,15 @@ STALE = "The labels changed since they were measured: press Measure"
 T = TypeVar("T")
 
 
-def pixel_size_um(layer: Layer, read_file: bool = True) -> tuple[float, float] | None:
-    """The (y, x) pixel size of a layer in µm, from the scale and units of its last two axes.
+def pixel_size_um(layer: Layer) -> tuple[float, float] | None:
+    """The (y, x) pixel size of a layer in µm (see :func:`_scale_rule`); reads the file."""
+    size, source = _scale_rule(layer)
+    return size or _file_pixel_size(source)
+
+
+def _scale_rule(layer: Layer) -> tuple[tuple[float, float] | None, str | None]:
+    """(the pixel size in µm from the scale and units of the last two axes, or None; the
+    file whose recorded pixel size to take instead, or None).
 
     A length unit (napari >= 0.6 has ``units``) converts the scale to µm (nm, mm ...).
     With napari's default unit, the pixel, a scale other than 1 is taken as µm: users set
@@ -82,19 +89,12 @@ def pixel_size_um(layer: Layer, read_file: bool = True) -> tuple[float, float] |
     scale = [float(s) for s in layer.scale[-2:]]
     units = list(getattr(layer, "units", None) or ["pixel", "pixel"])[-2:]
     if all(_is_length(u) for u in units):
-        return tuple(_to_um(s, u) for s, u in zip(scale, units))
+        return (_to_um(scale[0], units[0]), _to_um(scale[1], units[1])), None
     if all(str(u) == "pixel" for u in units):
         if any(s != 1 for s in scale):
-            return scale[0], scale[1]
-        return _file_pixel_size(meta.source_of(layer)) if read_file else None
-    return None
-
-
-def _from_file(layer: Layer) -> str | None:
-    """The file whose recorded pixel size a layer at scale 1 in pixels takes, if any."""
-    units = list(getattr(layer, "units", None) or ["pixel", "pixel"])[-2:]
-    at_one = all(float(s) == 1 for s in layer.scale[-2:])
-    return meta.source_of(layer) if at_one and all(str(u) == "pixel" for u in units) else None
+            return (scale[0], scale[1]), None
+        return None, meta.source_of(layer)
+    return None, None
 
 
 def _file_pixel_size(source: str | None) -> tuple[float, float] | None:
@@ -144,12 +144,13 @@ class Measuring:
         """From the image layer, or without one from the Labels layer (no intensities)."""
         if image is not None:
             lead = _layers.image_lead(image)
-            size = pixel_size_um(image, read_file=False)
-            return cls(_layers.image_data(image), size, int(np.prod(lead)), _from_file(image))
+            size, source = _scale_rule(image)  # the file, if any, is read in the worker
+            return cls(_layers.image_data(image), size, int(np.prod(lead)), source)
         planes = int(np.prod(labels.data.shape[:-2])) if labels is not None else 1
         if labels is None:
             return cls(None, None, planes)
-        return cls(None, pixel_size_um(labels, read_file=False), planes, _from_file(labels))
+        size, source = _scale_rule(labels)
+        return cls(None, size, planes, source)
 
     def __call__(self, labels: np.ndarray) -> Measurement:
         """Measure ``labels``, (H, W) or (1, H, W) ndarray of int."""
@@ -166,8 +167,8 @@ class Measuring:
         except ValueError as exc:  # pixels that are not square, an image of another shape
             return Measurement(None, f"Not measured: {exc}")
         n = len(table["label"])
-        unit = "px" if size is None else f"µm ({size[1]:g} µm/px)"
-        return Measurement(table, f"{n} {'nucleus' if n == 1 else 'nuclei'} measured, in {unit}")
+        noun = "nucleus" if n == 1 else "nuclei"
+        return Measurement(table, f"{n} {noun} measured, in {measure_.unit_name(size)}")
 
 
 def measured(

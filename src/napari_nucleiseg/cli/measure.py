@@ -10,7 +10,7 @@ from ..errors import FileProblem
 from ..io.atomic import check_writable_folder, same_file
 from ..io.images import read_intensity_image, read_label_image
 from ..io.metadata import pixel_size_for
-from ..measure import measure, write_table
+from ..measure import measure, unit_name, write_table
 from . import add_pixel_size
 
 
@@ -51,6 +51,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise FileProblem(image_path, str(exc)) from None
     write_table(out, table)
-    unit = "px" if pixel_size is None else f"µm ({pixel_size[1]:g} µm/px)"
-    print(f"{len(table['label'])} nuclei measured in {unit} -> {out}", file=sys.stderr)
+    print(
+        f"{len(table['label'])} nuclei measured in {unit_name(pixel_size)} -> {out}",
+        file=sys.stderr,
+    )
     return 0

@@ -107,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.scheduler or args.workers > 1:
         from distributed import Client
 
-        from ..distributed import local_client, run_batch_on_cluster
+        from ..distributed import close_client, local_client, run_batch_on_cluster
 
         client = Client(args.scheduler) if args.scheduler else local_client(args.workers)
         where = f"the Dask cluster at {client.scheduler.address}"
@@ -123,10 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             summary = drain(run, lambda step: bar.update(step.fraction * len(plan.todo) - bar.n))
     finally:
         if client is not None:
-            cluster = client.cluster if not args.scheduler else None
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
     print(f"{summary.nuclei} nuclei in {summary.images} image(s) -> {out}", file=sys.stderr)
     for what, path in (("measurements", plan.table), ("submission", plan.submission)):
         if path is not None:

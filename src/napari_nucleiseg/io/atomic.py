@@ -113,6 +113,11 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
     return path
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` whole or not at all (:func:`write_atomically`)."""
+    return write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def swap_into_place(new: Path, target: Path, old: Path) -> None:
     """Rename ``new`` to ``target``, an existing target first to ``old`` (the caller deletes it).
 

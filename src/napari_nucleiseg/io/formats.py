@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NucleisegError
-from .atomic import file_problem, partial_path, swap_into_place, write_atomically
+from .atomic import (
+    file_problem,
+    partial_path,
+    swap_into_place,
+    write_atomically,
+    write_text_atomically,
+)
 from .images import label_dtype, write_label_tiff
 from .outlines import Outline, label_outlines
 
@@ -196,7 +202,7 @@ def write_geojson(
 ) -> Path:
     """QuPath GeoJSON of the nuclei (see :func:`geojson_features`)."""
     text = json.dumps(geojson_features(outlines, table), separators=(",", ":"))
-    return write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text_atomically(path, text)
 
 
 def write_ome_tiff(
