@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import torch
 
+from . import scale
 from .devices import resolve_device
 from .inference import model_device, predict_maps, tile_side
 from .postprocess import PostprocessConfig, labels_from_maps
+from .scale import median_diameter, resize_factor, resize_image, resize_maps
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
@@ -203,12 +205,114 @@ def labels_from_predicted(
     return labels_from_maps(maps[0], maps[1:].max(axis=0), post or config.postprocess)
 
 
+def plane_maps(
+    model: SegmentationModel,
+    config: ModelConfig,
+    raw: np.ndarray,
+    *,
+    diameter: float | str | None,
+    post: PostprocessConfig | None,
+    device: torch.device,
+    tile_size: int | None,
+    tta: bool,
+) -> Generator[
+    tuple[int, int] | str | float | None, None, tuple[np.ndarray, torch.device, int | None]
+]:
+    """One plane's maps at the image's resolution, the image resized for the network so
+    that its nuclei are ``config.nucleus_diameter`` wide (:mod:`napari_nucleiseg.scale`).
+
+    ``diameter``: the image's nucleus diameter in pixels; "auto" estimates it
+    (:func:`_estimate`; a first pass at the image's own scale is kept when the
+    estimate is within ``scale.TOLERANCE``); None: no resizing. Yields the
+    network's (done, total) steps, with "auto" the estimated diameter (float, or
+    None when no nucleus was found), and a line saying how the image was resized.
+    """
+    factor = 1.0
+    if diameter == "auto":
+        found, maps, device, tile_size = yield from _estimate(
+            model, config, raw, post=post, device=device, tile_size=tile_size, tta=tta
+        )
+        yield found
+        if found is None:  # then the look at full size was made: its maps
+            return maps, device, tile_size
+        factor = resize_factor(found, config.nucleus_diameter)
+        if scale.close_enough(factor, config):
+            factor = 1.0
+        yield f"nuclei about {found:.0f} px across: " + (
+            "not resized" if factor == 1.0 else f"resized {factor:.2f}x"
+        )
+        if factor == 1.0 and maps is not None:
+            return maps, device, tile_size
+    elif diameter is not None:
+        factor = resize_factor(float(diameter), config.nucleus_diameter)
+    if factor == 1.0:
+        return (
+            yield from predict_with_fallback(
+                model, config, raw, device=device, tile_size=tile_size, tta=tta
+            )
+        )
+    maps, device, tile_size = yield from predict_with_fallback(
+        model, config, resize_image(raw, factor), device=device, tile_size=tile_size, tta=tta
+    )
+    return resize_maps(maps, raw.shape[:2]), device, tile_size
+
+
+def _estimate(model, config, raw, *, post, device, tile_size, tta):
+    """The nuclei's median diameter at the image's own scale (None: none found), and the maps
+    of the image at its own scale when they were computed (None otherwise).
+
+    A network splits nuclei far larger than it was trained on into pieces, so a look at
+    the image's own scale underestimates them; and at a coarse scale, small nuclei close
+    together merge into blobs that look large. A coarse look of :data:`scale.ESTIMATE_SCALES`
+    (coarsest first) is trusted when its nuclei are at least ``scale.MIN_SEEN`` of the
+    model's diameter and a look at half its scale finds them as large (within
+    ``scale.AGREEMENT``): blobs of merged nuclei grow as the scale coarsens, nuclei do
+    not. Else the look at full size decides. Coarse looks cost a sixteenth of it or less.
+    """
+
+    def look(s: float):
+        image = raw if s == 1 else resize_image(raw, s)
+        if s != 1 and min(image.shape[:2]) < scale.MIN_ESTIMATE_SIDE:
+            return None, None
+        maps = yield from predict_with_fallback(
+            model, config, image, device=device, tile_size=tile_size, tta=tta
+        )
+        seen = median_diameter(labels_from_predicted(maps[0], config, post))
+        return (None if seen is None else seen / s), maps
+
+    for s in scale.ESTIMATE_SCALES[:-1]:
+        found, _ = yield from look(s)
+        if found is None or found * s < scale.MIN_SEEN * config.nucleus_diameter:
+            continue
+        coarser, _ = yield from look(s / 2)
+        if coarser is not None and abs(np.log(coarser / found)) <= np.log(scale.AGREEMENT):
+            return found, None, device, tile_size
+    found, (maps, device, tile_size) = yield from look(1.0)
+    return found, maps, device, tile_size
+
+
+def estimate_diameter(
+    model: SegmentationModel, config: ModelConfig, image: np.ndarray, **kwargs
+) -> float | None:
+    """The nuclei's median diameter (px) as ``diameter="auto"`` estimates it (None: no
+    nucleus found). ``kwargs`` as :func:`plane_maps`."""
+    kwargs = {"post": None, "device": model_device(model), "tile_size": None, "tta": False} | kwargs
+    for step in plane_maps(model, config, np.asarray(image), diameter="auto", **kwargs):
+        if step is None or isinstance(step, float):
+            return step
+    return None
+
+
 def _where(i: int, n: int) -> str:
     return f"plane {i + 1}/{n}, " if n > 1 else ""
 
 
-def _tile_step(plane: int, planes: int, step: tuple[int, int]) -> Progress:
-    """A step of the network (share ``NETWORK_SHARE`` of the whole run)."""
+def _tile_step(plane: int, planes: int, step: tuple[int, int] | str | float | None) -> Progress:
+    """A step of the network (share ``NETWORK_SHARE`` of the whole run), or a note."""
+    if step is None or isinstance(step, float):  # the estimate; the note that follows says it
+        return Progress(NETWORK_SHARE * plane / planes, f"{_where(plane, planes)}nucleus size")
+    if isinstance(step, str):
+        return Progress(NETWORK_SHARE * plane / planes, f"{_where(plane, planes)}{step}")
     done, total = step
     fraction = NETWORK_SHARE * (plane + done / max(total, 1)) / planes
     return Progress(fraction, f"{_where(plane, planes)}tile {done}/{total}")
@@ -265,6 +369,7 @@ def segment(
     tile_size: int | None = None,
     tta: bool = False,
     stop: threading.Event | None = None,
+    diameter: float | str | None = None,
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
     """Maps and instance labels of the chosen 2-D planes of an image or stack.
 
@@ -285,6 +390,10 @@ def segment(
         See :func:`~napari_nucleiseg.inference.predict_maps`.
     stop : threading.Event, optional
         Set it (from any thread) to stop within one network layer.
+    diameter : float, "auto" or None
+        The nuclei's diameter in pixels, or "auto" to estimate it per plane: each
+        plane is resized for the network so that its nuclei are as wide as the
+        model was trained to see (:func:`plane_maps`). None: not resized.
 
     Yields
     ------
@@ -307,8 +416,15 @@ def segment(
     with stop_switch(model, stop):
         for i, index in enumerate(planes):
             _check(stop)
-            run = predict_with_fallback(
-                model, config, np.asarray(image[index]), device=dev, tile_size=tile_size, tta=tta
+            run = plane_maps(
+                model,
+                config,
+                np.asarray(image[index]),
+                diameter=diameter,
+                post=post,
+                device=dev,
+                tile_size=tile_size,
+                tta=tta,
             )
             plane, dev, tile_size = yield from relay(run, partial(_tile_step, i, len(planes)))
             if len(planes) == 1:  # its maps as they are: no copy of a huge image's maps

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +78,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="times more crops of bright-background (brightfield, H&E) samples",
     )
     p.add_argument(
+        "--crops-by-area",
+        action="store_true",
+        help="crops of a sample in proportion to its area (one per 512x512 pixels)",
+    )
+    p.add_argument(
         "--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam", help="optimiser"
     )
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
@@ -92,6 +99,28 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=0.0,
         help="validate and keep a moving average of the weights with this decay, "
         "e.g. 0.995 (0: the raw weights)",
+    )
+    p.add_argument(
+        "--diameter",
+        type=_positive_float,
+        help="resize every training sample so that its median nucleus is this many pixels "
+        "wide, and record it: inference then resizes images likewise (default: samples as "
+        "they are, or the base model's)",
+    )
+    p.add_argument(
+        "--zoom",
+        type=_zoom_range,
+        help="random zoom range LOW,HIGH of the augmentation (default: 0.6,1.6)",
+    )
+    p.add_argument(
+        "--stain",
+        type=_non_negative,
+        help="haematoxylin-eosin stain jitter of colour images (default: 0.2; 0: off)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        help="stop after this many minutes, keeping the best weights so far",
     )
     p.add_argument("--exclude-ids", help="file of ids never to train on")
     p.add_argument("--val-ids", help="file of ids to validate on (DSB2018 score each epoch)")
@@ -111,6 +140,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _zoom_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LOW,HIGH such as 0.5,2, got {text!r}") from None
+    if not 0 < low <= high < float("inf"):
+        raise argparse.ArgumentTypeError(f"needs 0 < LOW <= HIGH, got {text!r}")
+    return low, high
 
 
 def _non_negative(text: str) -> float:
@@ -166,7 +212,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..inference import drain
     from ..models import load_model, resolve_checkpoint, save_checkpoint
     from ..models.checkpoint import TrainingInfo
-    from ..training import TrainConfig, find_samples, read_ids, read_samples, split_samples, train
+    from ..training import (
+        AugmentConfig,
+        TrainConfig,
+        find_samples,
+        read_ids,
+        read_samples,
+        split_samples,
+        train,
+    )
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
@@ -198,12 +252,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             data_roots=[str(Path(d).resolve()) for d in args.data], exclude_ids=sorted(exclude)
         )
         model, config = None, _new_network(args, info)
+    if args.diameter:
+        config = replace(config, diameter=args.diameter)
+    augment = AugmentConfig()
+    if args.zoom:
+        augment = replace(augment, zoom=args.zoom)
+    if args.stain is not None:
+        augment = replace(augment, stain=args.stain)
     settings = TrainConfig(
+        augment=augment,
         epochs=args.epochs,
         batch_size=args.batch_size,
         crop_size=args.crop_size,
         repeats=args.repeats,
         inverted_repeats=args.inverted_repeats,
+        by_area=args.crops_by_area,
         max_steps=args.steps_per_epoch,
         optimizer=args.optimizer,
         lr=args.lr,
@@ -219,8 +282,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({len(val_samples)} for validation) on {device}",
         file=sys.stderr,
     )
+    deadline = time.monotonic() + 60 * args.time_limit if args.time_limit else None
     gen = train(
-        config, train_samples, val_samples, settings, model=model, checkpoint=out, device=device
+        config,
+        train_samples,
+        val_samples,
+        settings,
+        model=model,
+        checkpoint=out,
+        device=device,
+        should_stop=None if deadline is None else lambda: time.monotonic() > deadline,
     )
     bar = None
 

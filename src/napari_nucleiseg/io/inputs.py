@@ -1,4 +1,5 @@
-"""What ``predict`` reads: image files, folders of them, stage-1 sample folders and roots."""
+"""What ``predict`` reads: image files, folders of them, stage-1 sample folders and roots,
+and ``images/`` + ``masks/`` roots."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def _folder_inputs(folder: Path) -> list[tuple[str, Path]]:
         return [(folder.name, image_path(folder))]
     if is_stage1_root(folder):
         return [(f.name, image_path(f)) for f in list_samples(folder)]
+    if (folder / "masks").is_dir() and (folder / "images").is_dir():
+        folder = folder / "images"  # an images/ + masks/ root (io.paired): its images
     files = image_files(folder)
     if not files:
         raise FileProblem(

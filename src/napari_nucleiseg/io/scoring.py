@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import FileProblem
 from ..metrics import DatasetScore, score_dataset
-from . import stage1
+from . import paired, stage1
 from .images import LABEL_SUFFIXES, image_files, png_header, read_label_image
 from .rle import labels_from_submission, read_submission
 
@@ -33,6 +33,8 @@ def _truth(path: Path) -> tuple[dict[str, tuple[int, int]], TruthItems]:
     """Shapes of the truth images, and a lazy iterator over (id, labels)."""
     if not path.exists():
         raise FileProblem(path, "does not exist")
+    if not stage1.is_sample_folder(path) and paired.is_paired_root(path):
+        path = path / paired.MASKS  # an images/ + masks/ root: its label images
     if stage1.is_sample_folder(path) or stage1.is_stage1_root(path):
         folders = stage1.resolve_samples(path)
         for f in folders:

@@ -11,6 +11,7 @@ and how the weights were trained.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -98,6 +99,11 @@ class ModelConfig:
         Default thresholds for turning maps into labels.
     training : TrainingInfo
         How the weights were trained.
+    diameter : float, optional
+        The nucleus diameter (px) the network was trained to see: training resized
+        every sample so that its median nucleus was this wide, and inference resizes
+        images likewise (:mod:`napari_nucleiseg.scale`). None: trained on images
+        as they came (see :attr:`nucleus_diameter`).
     """
 
     architecture: str = "unet"
@@ -106,9 +112,12 @@ class ModelConfig:
     normalization: NormalizeConfig = field(default_factory=NormalizeConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     training: TrainingInfo = field(default_factory=TrainingInfo)
+    diameter: float | None = None
 
     def __post_init__(self) -> None:
         self.maps = tuple(self.maps)
+        if self.diameter is not None and not (math.isfinite(self.diameter) and self.diameter > 0):
+            raise ValueError(f"diameter must be a positive number of pixels, got {self.diameter}")
         if self.maps[:2] != ("body", "border") or any(m not in MAPS for m in self.maps):
             raise ValueError(
                 f"maps must be 'body', 'border' and optionally 'contour', got {self.maps}"
@@ -119,6 +128,14 @@ class ModelConfig:
                 f"arch_kwargs must not set {', '.join(sorted(clash))}: they follow "
                 "normalization.channels and maps"
             )
+
+    @property
+    def nucleus_diameter(self) -> float:
+        """The diameter (px) the network sees nuclei best at: :attr:`diameter`, or for a
+        model trained on images as they came, the median of DSB2018 stage 1."""
+        from ..scale import REFERENCE_DIAMETER
+
+        return REFERENCE_DIAMETER if self.diameter is None else float(self.diameter)
 
     @property
     def in_channels(self) -> int:

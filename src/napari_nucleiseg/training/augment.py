@@ -4,8 +4,9 @@ Flips, 90-degree turns, free rotation, shear, zoom and the crop position
 (shift) are composed into ONE affine map from crop to source coordinates, and
 that same map resamples the image (bilinear) and the instance labels (nearest
 neighbour), so they cannot drift apart. Intensity, contrast, gamma and noise
-then change the image only; stain jitter changes the raw colour image before
-normalisation. This is the only augmentation module: training and tests use it.
+then change the image only; stain jitter changes the raw colour image's
+haematoxylin and eosin before normalisation. This is the only augmentation
+module: training and tests use it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.color import hed_from_rgb, rgb_from_hed
+
+from ..kinds import is_colour
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ class AugmentConfig:
     blur : float
         Maximum Gaussian blur sigma (pixels), applied with probability 0.25.
     stain : float
-        Per-channel multiplicative jitter of raw colour images (0 = off).
+        Stain jitter of raw colour images in haematoxylin-eosin space
+        (:func:`jitter_stain`; 0 = off).
     """
 
     flip: bool = True
@@ -59,7 +64,7 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.7, 1.5)
     noise: float = 0.03
     blur: float = 1.0
-    stain: float = 0.1
+    stain: float = 0.2
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -163,6 +168,7 @@ def random_crop(
     rng: np.random.Generator,
     config: AugmentConfig,
     size: int = 256,
+    scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A randomly placed, randomly transformed crop of image and labels (same warp for both).
 
@@ -179,6 +185,9 @@ def random_crop(
     config : AugmentConfig
     size : int
         Crop side.
+    scale : float
+        Source pixels per crop pixel before the random zoom: the sample's nucleus
+        diameter over the one the network is trained to see (1: as it is).
 
     Returns
     -------
@@ -186,7 +195,7 @@ def random_crop(
     labels : (size, size) ndarray, the dtype of ``labels``
     """
     _validate_pair(image, labels)
-    matrix = random_matrix(rng, config)
+    matrix = random_matrix(rng, config) * scale
     # keep the crop inside the source when the source is big enough (a shift)
     half = np.abs(matrix).sum(axis=1) * (size - 1) / 2
     center = []
@@ -227,17 +236,24 @@ def jitter_intensity(
     return out.astype(np.float32, copy=False)
 
 
-def jitter_stain(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-    """Scale each colour channel of a raw RGB image by its own random factor (stain variation).
+#: scikit-image's stain matrices (Ruifrok and Johnston), in float32
+_HED_FROM_RGB = hed_from_rgb.astype(np.float32)
+_RGB_FROM_HED = rgb_from_hed.astype(np.float32)
 
-    The grey conversion then weighs the stains differently, and an "rgb"
-    model sees shifted colours; percentile normalisation removes the overall
-    scale. Grey images (2-D, or channels all equal) are returned unchanged, so
-    fluorescence images are not tinted.
+
+def jitter_stain(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Change the amount of each stain of a raw colour image (haematoxylin, eosin, DAB space).
+
+    The image is unmixed into stain densities (Ruifrok and Johnston's colour
+    deconvolution, :func:`skimage.color.rgb2hed`); each stain is scaled by a
+    factor in ``1 +- stain`` and shifted by up to ``stain`` times its standard
+    deviation, then mixed back (Tellez et al. 2018's HED jitter): the colours of
+    another lab's staining, with nuclei and labels untouched. Grey images (2-D,
+    or channels all equal) are returned unchanged, so fluorescence is not tinted.
 
     Parameters
     ----------
-    image : (H, W) or (H, W, 3) ndarray of uint8 (or any numeric dtype)
+    image : (H, W) or (H, W, 3) ndarray of uint8 (or any numeric dtype, 0-255)
 
     Returns
     -------
@@ -247,8 +263,14 @@ def jitter_stain(image: np.ndarray, rng: np.random.Generator, config: AugmentCon
     out = np.asarray(image, dtype=np.float32)
     if not config.stain or out.ndim != 3 or out.shape[-1] < 3:
         return out
-    rgb = out[..., :3]
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+    if not is_colour(out):
         return out
-    gains = rng.uniform(1 - config.stain, 1 + config.stain, size=3).astype(np.float32)
-    return rgb * gains
+    rgb = out[..., :3]
+    # optical density (0-255 mapped into (0, 1] so that black has a finite density)
+    density = -np.log((np.clip(rgb, 0, 255) + 1) / np.float32(256))
+    hed = density.reshape(-1, 3) @ _HED_FROM_RGB
+    gains = rng.uniform(1 - config.stain, 1 + config.stain, size=3)
+    shifts = rng.uniform(-config.stain, config.stain, size=3) * hed.std(axis=0)
+    hed = hed * gains.astype(np.float32) + shifts.astype(np.float32)
+    mixed = np.exp(-(hed @ _RGB_FROM_HED)) * 256 - 1
+    return np.clip(mixed, 0, 255).reshape(rgb.shape).astype(np.float32)

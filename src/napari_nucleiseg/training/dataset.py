@@ -20,9 +20,12 @@ import numpy as np
 import torch
 
 from ..errors import FileProblem
-from ..io import Sample, read_sample, resolve_samples
+from ..io import Sample
+from ..io.inputs import image_id
+from ..io.paired import read_annotated, resolve_annotated
 from ..postprocess import targets_from_labels
 from ..preprocess import NormalizeConfig, normalize, should_invert
+from ..scale import median_diameter
 from .augment import AugmentConfig, jitter_stain, random_crop
 
 
@@ -47,22 +50,24 @@ def find_samples(
     *,
     exclude_ids: Collection[str] = (),
 ) -> list[Path]:
-    """Sample folders of one or more stage-1 roots (or sample folders), minus excluded ids.
+    """Samples of one or more roots, minus excluded ids: stage-1 sample folders, or the image
+    files of an ``images/`` + ``masks/`` root (:mod:`napari_nucleiseg.io.paired`).
 
     An id found under several roots is taken from the first root that has it.
 
     Raises
     ------
     FileProblem
-        A root that holds no stage-1 sample.
+        A root that holds no sample of either layout.
     """
     if isinstance(roots, (str, os.PathLike)):
         roots = [roots]
     seen: dict[str, Path] = {}
     for root in roots:
-        for folder in resolve_samples(root):
-            if folder.name not in exclude_ids:
-                seen.setdefault(folder.name, folder)
+        for path in resolve_annotated(root):
+            sample_id = image_id(path) if path.is_file() else path.name
+            if sample_id not in exclude_ids:
+                seen.setdefault(sample_id, path)
     return list(seen.values())
 
 
@@ -75,7 +80,7 @@ def read_samples(folders: Sequence[str | os.PathLike], workers: int = 4) -> list
         A sample that cannot be read, or one without masks (training needs them).
     """
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-        samples = list(pool.map(read_sample, folders))
+        samples = list(pool.map(read_annotated, folders))
     for sample in samples:
         if sample.labels is None:
             raise FileProblem(sample.path, "has no masks/ folder; training needs annotated samples")
@@ -88,6 +93,10 @@ def split_samples(
     """(train, validation) by id: samples whose id is in ``val_ids`` validate."""
     val_ids = set(val_ids)
     return [s for s in samples if s.id not in val_ids], [s for s in samples if s.id in val_ids]
+
+
+#: pixels of a sample per crop when crops follow the area (:class:`CropDataset` ``by_area``)
+AREA_PER_CROP = 512 * 512
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -112,6 +121,12 @@ class CropDataset(torch.utils.data.Dataset):
         which are a fifth of DSB2018 stage 1 and the kind the models get most wrong.
     border_width : int
         Radius of the touching-border target.
+    by_area : bool
+        Crops of a sample in proportion to its area (one per :data:`AREA_PER_CROP`
+        pixels, at least one): a 1000x1000 tile gives 4 crops where a 256x256 image gives 1.
+    diameter : float, optional
+        Resize every sample so that its median nucleus is this many pixels wide
+        (before the random zoom); None: samples as they are.
     seed : int
         Base of every item's random numbers.
     """
@@ -127,6 +142,8 @@ class CropDataset(torch.utils.data.Dataset):
         repeats: int = 1,
         inverted_repeats: int = 1,
         border_width: int = 2,
+        by_area: bool = False,
+        diameter: float | None = None,
         seed: int = 0,
     ):
         if not samples:
@@ -145,14 +162,22 @@ class CropDataset(torch.utils.data.Dataset):
         self.augment = augment or AugmentConfig()
         self.crop_size, self.repeats, self.border_width = crop_size, repeats, border_width
         self.seed, self.epoch = seed, 0
+        #: source pixels per crop pixel of each sample (its nuclei at ``diameter``)
+        self.scales = [
+            1.0 if diameter is None else (median_diameter(s.labels) or diameter) / diameter
+            for s in self.samples
+        ]
         #: sample index of every crop of one repeat
         self.order = [
             i
             for i, sample in enumerate(self.samples)
             for _ in range(
-                inverted_repeats
-                if inverted_repeats > 1 and should_invert(sample.image, self.normalization)
-                else 1
+                (
+                    inverted_repeats
+                    if inverted_repeats > 1 and should_invert(sample.image, self.normalization)
+                    else 1
+                )
+                * (max(1, round(sample.labels.size / AREA_PER_CROP)) if by_area else 1)
             )
         ]
 
@@ -171,10 +196,13 @@ class CropDataset(torch.utils.data.Dataset):
         image : (C, S, S) float32 tensor
         targets : (len(maps), S, S) float32 tensor of 0 and 1
         """
-        sample = self.samples[self.order[index % len(self.order)]]
+        which = self.order[index % len(self.order)]
+        sample = self.samples[which]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         raw = jitter_stain(sample.image, rng, self.augment)
         image = normalize(raw, self.normalization)
-        crop, labels = random_crop(image, sample.labels, rng, self.augment, self.crop_size)
+        crop, labels = random_crop(
+            image, sample.labels, rng, self.augment, self.crop_size, self.scales[which]
+        )
         targets = targets_from_labels(labels, self.maps, self.border_width)
         return torch.from_numpy(crop), torch.from_numpy(targets)

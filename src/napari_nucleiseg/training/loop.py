@@ -49,6 +49,8 @@ class TrainConfig:
         Crops per training sample per epoch.
     inverted_repeats : int
         Times more crops of bright-background (brightfield, H&E) samples.
+    by_area : bool
+        Crops of a sample in proportion to its area (large tiles give more).
     max_steps : int, optional
         Cap on the optimiser steps per epoch (quick runs, tests).
     optimizer : {"sgd", "rmsprop", "adam", "adamw"}
@@ -89,6 +91,7 @@ class TrainConfig:
     crop_size: int = 256
     repeats: int = 1
     inverted_repeats: int = 1
+    by_area: bool = False
     max_steps: int | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -266,7 +269,8 @@ def evaluate(
     device: str | torch.device | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> DatasetScore | None:
-    """DSB2018 score of a model on annotated samples (whole images, the config's thresholds).
+    """DSB2018 score of a model on annotated samples (whole images, the config's thresholds,
+    the nucleus diameter estimated as at inference).
 
     Returns
     -------
@@ -277,7 +281,7 @@ def evaluate(
     for sample in samples:
         if should_stop is not None and should_stop():
             return None
-        _, (labels,) = drain(segment(model, config, sample.image, device=device))
+        _, (labels,) = drain(segment(model, config, sample.image, device=device, diameter="auto"))
         pairs.append((sample.id, sample.labels, labels))
     return score_dataset(pairs)
 
@@ -347,7 +351,9 @@ def train(
         crop_size=settings.crop_size,
         repeats=settings.repeats,
         inverted_repeats=settings.inverted_repeats,
+        by_area=settings.by_area,
         border_width=settings.border_width,
+        diameter=config.diameter,
         seed=settings.seed,
     )
     loader = torch.utils.data.DataLoader(

@@ -1,0 +1,89 @@
+"""DSB2018 score and AP@0.5 of models on held-out kinds of image (leave-kind-out validation).
+
+Each ``--root NAME=PATH`` is a stage-1 root or an ``images/`` + ``masks/`` root
+(several paths joined with ``+`` make one set). Every model is run through the
+one pipeline (:func:`napari_nucleiseg.pipeline.segment`) with the nucleus
+diameter estimated (``auto``, as ``nucleiseg predict`` does) and, for
+comparison, not resized (``none``); ``--exclude-ids`` leaves ids out (the
+training split of a set).
+
+    python benchmarks/bench_generalisation.py --model dsb2018-unet \\
+        --root monuseg-val=../shared/data/monuseg2018 --ids scripts/splits/monuseg_val.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+
+from napari_nucleiseg.devices import resolve_device
+from napari_nucleiseg.inference import drain
+from napari_nucleiseg.io import OverlapWarning
+from napari_nucleiseg.metrics import score_dataset
+from napari_nucleiseg.models import load_model
+from napari_nucleiseg.pipeline import segment
+from napari_nucleiseg.training import find_samples, read_ids, read_samples
+
+
+def score(model, config, samples, device, diameter) -> dict:
+    pairs = []
+    for s in samples:
+        _, (labels,) = drain(segment(model, config, s.image, device=device, diameter=diameter))
+        pairs.append((s.id, s.labels, labels))
+    result = score_dataset(pairs).as_dict()
+    return {"dsb": result["score"], "ap50": result["ap"]["0.50"], "n": len(samples)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT or a name")
+    p.add_argument("--root", action="append", required=True, help="NAME=PATH[+PATH...]")
+    p.add_argument("--ids", help="score only these ids")
+    p.add_argument("--diameter", default="auto,none", help="auto, none or both (auto,none)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    warnings.simplefilter("ignore", OverlapWarning)
+    device = resolve_device(args.device)
+    only = set(read_ids(args.ids)) if args.ids else None
+    sets = {}
+    for item in args.root:
+        name, paths = item.split("=", 1)
+        found = find_samples(paths.split("+"))
+        sets[name] = read_samples([f for f in found if only is None or _id(f) in only])
+    results = []
+    for item in args.model:
+        name, _, path = item.rpartition("=")
+        model, config = load_model(path, device=device)
+        for set_name, samples in sets.items():
+            for diameter in args.diameter.split(","):
+                started = time.perf_counter()
+                row = score(
+                    model, config, samples, device, None if diameter == "none" else diameter
+                )
+                row |= {"model": name or path, "set": set_name, "diameter": diameter}
+                row["seconds"] = round(time.perf_counter() - started, 1)
+                results.append(row)
+                print(
+                    f"{row['model']:<24} {set_name:<28} {diameter:<5} n={row['n']:<4} "
+                    f"DSB {row['dsb']:.4f}  AP@0.5 {row['ap50']:.4f}  ({row['seconds']} s)",
+                    flush=True,
+                )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def _id(path) -> str:
+    from napari_nucleiseg.io.inputs import image_id
+
+    return image_id(path) if path.is_file() else path.name
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

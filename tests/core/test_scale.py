@@ -1,0 +1,96 @@
+"""Nucleus size: the estimator, resizing around the network, and training at one diameter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from napari_nucleiseg.inference import drain
+from napari_nucleiseg.io import Sample
+from napari_nucleiseg.metrics import score_image
+from napari_nucleiseg.models import load_model
+from napari_nucleiseg.pipeline import estimate_diameter, segment
+from napari_nucleiseg.scale import median_diameter, resize_factor, resize_image, resize_maps
+from napari_nucleiseg.training import AugmentConfig, CropDataset
+
+
+def disks(diameter: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Bright disks of one diameter on a dark, noisy background, and their labels."""
+    rng = np.random.default_rng(seed)
+    side = max(256, int(diameter * 8))
+    image = np.zeros((side, side), np.float32)
+    labels = np.zeros((side, side), np.uint16)
+    step = int(diameter * 1.6) + 2
+    n = 0
+    for y in range(step // 2, side - step // 2, step):
+        for x in range(step // 2, side - step // 2, step):
+            rr, cc = disk((y + rng.integers(-2, 3), x + rng.integers(-2, 3)), diameter / 2)
+            n += 1
+            image[rr, cc] = rng.uniform(120, 220)
+            labels[rr, cc] = n
+    image += rng.normal(10, 4, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+@pytest.mark.parametrize("diameter", [8, 15, 30, 50, 80])
+def test_median_diameter_of_disks(diameter):
+    _, labels = disks(diameter)
+    assert median_diameter(labels) == pytest.approx(diameter, rel=0.1)  # rasterised disks
+
+
+def test_no_nucleus_has_no_diameter():
+    assert median_diameter(np.zeros((9, 9), np.uint16)) is None
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model("dsb2018-unet", device="cpu")
+
+
+@pytest.mark.parametrize("diameter", [8, 12, 20, 30, 45, 60, 80])
+def test_the_estimate_is_within_15_percent_from_8_to_80_px(shipped, diameter):
+    image, _ = disks(diameter)
+    assert estimate_diameter(*shipped, image) == pytest.approx(diameter, rel=0.15)
+
+
+def test_resizing_keeps_the_image_resolution_and_finds_large_nuclei(shipped):
+    image, truth = disks(60)
+    model, config = shipped
+    _, (as_is,) = drain(segment(model, config, image, diameter=None))
+    maps, (auto,) = drain(segment(model, config, image, diameter="auto"))
+    _, (given,) = drain(segment(model, config, image, diameter=60))
+    assert maps.shape[-2:] == auto.shape == given.shape == image.shape
+    n = int(truth.max())
+    assert abs(int(auto.max()) - n) <= 1 and abs(int(given.max()) - n) <= 1
+    assert int(as_is.max()) > n  # at its own scale the network cuts some into pieces
+    assert score_image(truth, auto).score > score_image(truth, as_is).score + 0.1
+
+
+def test_resize_factor_bounds_and_bad_diameters():
+    assert resize_factor(40, 20) == 0.5
+    assert resize_factor(1, 20) == 4.0 and resize_factor(1000, 20) == 0.25
+    for bad in (0, -3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive"):
+            resize_factor(bad, 20)
+
+
+def test_resize_round_trip_shapes():
+    image = np.random.default_rng(0).integers(0, 255, (101, 67, 3)).astype(np.uint8)
+    small = resize_image(image, 0.5)
+    assert small.shape == (50, 34, 3) and small.dtype == np.float32
+    maps = np.random.default_rng(1).random((3, 50, 34)).astype(np.float32)
+    assert resize_maps(maps, (101, 67)).shape == (3, 101, 67)
+
+
+def test_training_crops_show_nuclei_at_the_models_diameter():
+    image, labels = disks(60)
+    sample = Sample("disks", None, image, labels)
+    plain = AugmentConfig.none()
+    crops = CropDataset([sample], maps=("body", "border"), augment=plain, crop_size=128,
+                        diameter=20, seed=0)  # fmt: skip
+    _, targets = crops[0]
+    body = targets[0].numpy() > 0.5
+    from skimage.measure import label
+
+    assert median_diameter(label(body)) == pytest.approx(20, rel=0.15)
