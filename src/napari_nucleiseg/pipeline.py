@@ -28,7 +28,7 @@ from . import scale
 from .devices import resolve_device
 from .inference import model_device, predict_maps, tile_side
 from .postprocess import PostprocessConfig, labels_from_maps
-from .scale import median_diameter, resize_factor, resize_image, resize_maps
+from .scale import median_diameter, resize_image, resize_maps
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
@@ -235,16 +235,14 @@ def plane_maps(
         yield found
         if found is None:  # then the look at full size was made: its maps
             return maps, device, tile_size
-        factor = resize_factor(found, config.nucleus_diameter)
-        if scale.close_enough(factor, config):
-            factor = 1.0
+        factor = scale.target_factor(found, config)
         yield f"nuclei about {found:.0f} px across: " + (
             "not resized" if factor == 1.0 else f"resized {factor:.2f}x"
         )
         if factor == 1.0 and maps is not None:
             return maps, device, tile_size
     elif diameter is not None:
-        factor = resize_factor(float(diameter), config.nucleus_diameter)
+        factor = scale.target_factor(float(diameter), config)
     if factor == 1.0:
         return (
             yield from predict_with_fallback(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from skimage.draw import disk
@@ -11,7 +13,13 @@ from napari_nucleiseg.io import Sample
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import estimate_diameter, segment
-from napari_nucleiseg.scale import median_diameter, resize_factor, resize_image, resize_maps
+from napari_nucleiseg.scale import (
+    median_diameter,
+    resize_factor,
+    resize_image,
+    resize_maps,
+    target_factor,
+)
 from napari_nucleiseg.training import AugmentConfig, CropDataset
 
 
@@ -55,8 +63,10 @@ def test_the_estimate_is_within_15_percent_from_8_to_80_px(shipped, diameter):
 
 
 def test_resizing_keeps_the_image_resolution_and_finds_large_nuclei(shipped):
+    """Nuclei 3x the diameter a model declares are brought to it, and found whole."""
     image, truth = disks(60)
     model, config = shipped
+    config = replace(config, diameter=20.0)  # the shipped network sees 20-px disks whole
     _, (as_is,) = drain(segment(model, config, image, diameter=None))
     maps, (auto,) = drain(segment(model, config, image, diameter="auto"))
     _, (given,) = drain(segment(model, config, image, diameter=60))
@@ -65,6 +75,14 @@ def test_resizing_keeps_the_image_resolution_and_finds_large_nuclei(shipped):
     assert abs(int(auto.max()) - n) <= 1 and abs(int(given.max()) - n) <= 1
     assert int(as_is.max()) > n  # at its own scale the network cuts some into pieces
     assert score_image(truth, auto).score > score_image(truth, as_is).score + 0.1
+
+
+def test_a_model_trained_as_images_came_is_resized_only_outside_its_range(shipped):
+    _, config = shipped
+    assert config.diameter is None
+    assert target_factor(9, config) == target_factor(48, config) == 1.0
+    assert target_factor(106, config) == pytest.approx(0.5)
+    assert target_factor(4.5, config) == pytest.approx(2.0)
 
 
 def test_resize_factor_bounds_and_bad_diameters():
