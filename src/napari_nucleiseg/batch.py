@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,10 @@ from .io.microscope import MICROSCOPE_SUFFIXES
 from .io.rle import labels_to_rles, write_submission_rows
 from .measure import measure, pixel_spacing, write_table
 from .pipeline import Progress, relay
+from .preprocess import NormalizeConfig, channel_problem
+
+if TYPE_CHECKING:  # the models import PyTorch
+    from .models.choice import ModelChoice
 
 MEASUREMENTS = "measurements.csv"
 
@@ -46,6 +51,8 @@ class BatchPlan:
     done: set[str] = field(default_factory=set)
     table: Path | None = None
     submission: Path | None = None
+    #: the run's normalisation in place of the model's (a polarity or channel chosen)
+    normalization: NormalizeConfig | None = None
 
     @property
     def todo(self) -> list[tuple[str, Path]]:
@@ -85,6 +92,7 @@ def plan_batch(
     overwrite: bool = False,
     how_to_replace: str = "overwrite to replace, or resume to keep the complete outputs of "
     "an earlier run",
+    normalization: NormalizeConfig | None = None,
 ) -> BatchPlan:
     """Check a batch before it runs; nothing is written.
 
@@ -110,6 +118,9 @@ def plan_batch(
         Replace existing outputs; never an input.
     how_to_replace
         What the error on an existing output tells the user to do (CLI flags, dock boxes).
+    normalization
+        The model's normalisation with the run's polarity or channel (``invert``,
+        ``channel``); None: the model's own. Every input must have its channel.
 
     Raises
     ------
@@ -122,6 +133,9 @@ def plan_batch(
     pixel_sizes, shapes = {}, {}
     for image_id, path in found:  # a bad input is refused before the first image runs
         shapes[image_id] = image_shape(path)
+        problem = channel_problem(shapes[image_id], normalization and normalization.channel)
+        if problem:
+            raise FileProblem(path, problem)
         pixel_sizes[image_id] = pixel_size_for(path, pixel_size)
         if measure_to is not None:
             try:
@@ -137,6 +151,7 @@ def plan_batch(
         shapes=shapes,
         table=None if measure_to is None else Path(measure_to),
         submission=None if submission is None else Path(submission),
+        normalization=normalization,
     )
     _check_outputs(plan)
     if resume:
@@ -194,6 +209,7 @@ class ImageJob:
     pixel_size: tuple[float, float] | None
     measure: bool
     submission: bool
+    normalization: NormalizeConfig | None = None  #: the run's, in place of the model's
 
 
 @dataclass(frozen=True)
@@ -204,6 +220,7 @@ class ImageResult:
     nuclei: int
     table: dict | None = None
     rles: list | None = None
+    model: str = ""  #: the model that segmented it
 
 
 def image_jobs(plan: BatchPlan) -> list[ImageJob]:
@@ -216,6 +233,7 @@ def image_jobs(plan: BatchPlan) -> list[ImageJob]:
             plan.pixel_sizes[image_id],
             measure=plan.table is not None,
             submission=plan.submission is not None,
+            normalization=plan.normalization,
         )  # fmt: skip
         for image_id, path in plan.todo
     ]
@@ -234,23 +252,27 @@ def prepare_output(plan: BatchPlan) -> None:
 
 
 def segment_image(
-    job: ImageJob, model, config, **options
+    job: ImageJob, models: ModelChoice, **options
 ) -> Generator[Progress, None, ImageResult]:
-    """Segment one image and write its outputs (each file whole or not at all).
+    """Segment one image with the model chosen for it and write its outputs (each file whole
+    or not at all).
 
     ``options`` are :func:`~napari_nucleiseg.pipeline.segment`'s ``post``, ``device``,
-    ``tile_size``, ``tta`` and ``stop``; its progress is yielded as it comes.
+    ``tile_size``, ``tta``, ``stop`` and ``diameter``; its progress is yielded as it comes.
     """
     from .pipeline import segment
 
     image = read_image_file(job.path)
+    name, model, config = models.for_image(image)
+    if job.normalization is not None:  # a polarity or channel chosen for the run
+        config = replace(config, normalization=job.normalization)
     _, (labels,) = yield from segment(model, config, image, **options)
     table = None
     if job.measure:  # every channel of the file, where the network saw one
         table = measure(labels, _intensities(job.path, image), job.pixel_size)
     write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size, table=table)
     rles = labels_to_rles(labels) if job.submission else None
-    return ImageResult(job.image_id, int(labels.max()), table, rles)
+    return ImageResult(job.image_id, int(labels.max()), table, rles, name)
 
 
 def _intensities(path: Path, image: np.ndarray) -> np.ndarray:
@@ -285,21 +307,21 @@ def finish_batch(plan: BatchPlan, results: dict[str, ImageResult]) -> BatchSumma
 
 def run_batch(
     plan: BatchPlan,
-    model,
-    config,
+    models: ModelChoice,
     *,
     post=None,
     device=None,
     tile_size: int | None = None,
     tta: bool = False,
     stop: threading.Event | None = None,
+    diameter: float | str | None = "auto",
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment the batch's images in this process, writing each one's outputs as soon as it
     is done (:func:`napari_nucleiseg.distributed.run_batch_on_cluster` spreads them over
-    a Dask cluster).
+    a Dask cluster). Each image gets the model ``models`` chooses for it.
 
-    ``post`` (thresholds; None: the model's own), ``device``, ``tile_size``, ``tta``
-    and ``stop`` are :func:`~napari_nucleiseg.pipeline.segment`'s.
+    ``post`` (thresholds; None: the model's own), ``device``, ``tile_size``, ``tta``,
+    ``stop`` and ``diameter`` are :func:`~napari_nucleiseg.pipeline.segment`'s.
 
     Yields
     ------
@@ -315,14 +337,16 @@ def run_batch(
     prepare_output(plan)
     jobs = image_jobs(plan)
     results = {}
-    options = dict(post=post, device=device, tile_size=tile_size, tta=tta, stop=stop)
+    options = dict(
+        post=post, device=device, tile_size=tile_size, tta=tta, stop=stop, diameter=diameter
+    )
     for n, job in enumerate(jobs):
         where = f"{job.image_id} ({n + 1}/{len(jobs)})"
         result = results[job.image_id] = yield from relay(
-            segment_image(job, model, config, **options),
+            segment_image(job, models, **options),
             lambda step, n=n, where=where: Progress(
                 (n + step.fraction) / len(jobs), f"{where}: {step.text}"
             ),
         )
-        yield Progress((n + 1) / len(jobs), f"{where}: {result.nuclei} nuclei")
+        yield Progress((n + 1) / len(jobs), f"{where}: {result.nuclei} nuclei ({result.model})")
     return finish_batch(plan, results)

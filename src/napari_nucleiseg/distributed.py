@@ -36,11 +36,11 @@ RETRIES = 2
 
 
 @lru_cache(maxsize=2)
-def _worker_model(source: str, device: str):
-    """The model of a worker process, loaded on its first task and kept for the next."""
-    from .models import load_model
+def _worker_models(source: str, device: str):
+    """The models of a worker process (each loaded on its first use and kept for the next)."""
+    from .models.choice import ModelChoice
 
-    return load_model(source, device=device)
+    return ModelChoice(source, device)
 
 
 def segment_on_worker(job: ImageJob, model: str, device: str, options: dict) -> ImageResult:
@@ -50,8 +50,7 @@ def segment_on_worker(job: ImageJob, model: str, device: str, options: dict) -> 
     from .inference import drain
 
     dev = str(resolve_device(device))
-    net, config = _worker_model(model, dev)
-    return drain(segment_image(job, net, config, device=dev, **options))
+    return drain(segment_image(job, _worker_models(model, dev), device=dev, **options))
 
 
 def local_client(workers: int):
@@ -84,6 +83,7 @@ def run_batch_on_cluster(
     tile_size: int | None = None,
     tta: bool = False,
     stop: threading.Event | None = None,
+    diameter: float | str | None = "auto",
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment a batch on the cluster of ``client``; the table and submission are written
     here when every image is done.
@@ -91,7 +91,8 @@ def run_batch_on_cluster(
     Parameters
     ----------
     model : str
-        A shipped name or a checkpoint path every worker can read.
+        A shipped name, a checkpoint path every worker can read, or "auto" (the shipped
+        model for each image's kind, :mod:`napari_nucleiseg.models.choice`).
 
     Yields
     ------
@@ -110,7 +111,7 @@ def run_batch_on_cluster(
 
     prepare_output(plan)
     jobs = image_jobs(plan)
-    options = {"post": post, "tile_size": tile_size, "tta": tta}
+    options = {"post": post, "tile_size": tile_size, "tta": tta, "diameter": diameter}
     model = str(Path(model).resolve()) if Path(model).is_file() else str(model)
     batch = uuid.uuid4().hex  # task keys unique on a scheduler other clients share
     futures = {

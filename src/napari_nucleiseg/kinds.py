@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import should_invert
+from .preprocess import polarity, should_invert
 
 
 def is_colour(image: np.ndarray) -> bool:
@@ -32,19 +32,19 @@ def image_kind(image: np.ndarray) -> str:
     return f"{image.shape[0]}x{image.shape[1]}-{colour}-{background}"
 
 
-#: the model ``--model auto`` uses for most images
-DEFAULT_MODEL = "dsb2018-unet"
 #: the model ``--model auto`` uses for colour images with a bright background (H&E), if shipped
 HE_MODEL = "monuseg-he-unet"
 
 
 def is_he_like(image: np.ndarray) -> bool:
-    """Colour with a bright background: H&E and other stained brightfield. A fluorescence
-    composite (colour on black) is not."""
-    return is_colour(image) and should_invert(image)
+    """Colour with a bright background, white light: H&E and other stained brightfield
+    (the polarity rule's statistics, :func:`napari_nucleiseg.preprocess.polarity`). A
+    fluorescence composite (colour on black) is not."""
+    seen = polarity(image)
+    return seen.colour and seen.inverts
 
 
-def auto_model(image: np.ndarray, installed) -> str:
+def auto_model(image: np.ndarray, installed, default: str = "dsb2018-unet") -> str:
     """The shipped model for ``image``: :data:`HE_MODEL` for H&E-like images when it is among
-    ``installed`` (names), else :data:`DEFAULT_MODEL`."""
-    return HE_MODEL if HE_MODEL in installed and is_he_like(image) else DEFAULT_MODEL
+    ``installed`` (names), else ``default``."""
+    return HE_MODEL if HE_MODEL in installed and is_he_like(image) else default

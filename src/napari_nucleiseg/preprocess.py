@@ -1,17 +1,64 @@
-"""The one normalisation used by training and inference: grey, percentiles, inversion.
+"""The one normalisation used by training and inference: channel, grey, percentiles, inversion.
 
 Every image reaches the network as bright nuclei on a dark background, scaled
-so that its ``low`` percentile maps to 0 and its ``high`` percentile to 1.
+so that its ``low`` percentile maps to 0 and its ``high`` percentile to 1. A
+channel chosen for the run (``channel``) is taken alone, as a grey image,
+before anything else.
 
-Inversion rule (``invert="auto"``): after percentile scaling of the grey
-image, invert when its median is above ``invert_threshold`` (0.3). The median
-pixel is background in nearly every microscopy image: in fluorescence it sits
-near the dark end, in brightfield and H&E near the bright end. Measured on the
-670 images of DSB2018 ``stage1_train`` (1st/99.8th percentiles): the scaled
-median is at most 0.19 on the 546 fluorescence images, at least 0.43 on the
-108 colour (H&E-like) images and at least 0.82 on the 16 grey brightfield
-images, so 0.3 separates all of them with a margin on both sides
-(``tests/core/test_preprocess.py`` re-measures it when the data is present).
+Inversion rule (``invert="auto"``, :func:`polarity`): invert when the
+background is bright. The statistics, on the image as read (percentiles, so
+any dtype and offset):
+
+- *median*: the median of the grey image (mean of the channels), scaled so
+  that its 1st/99.8th percentiles are 0/1. The median pixel is background in
+  most images: near the dark end in fluorescence, near the bright end in
+  brightfield. Dense fluorescence (nuclei over half the frame) moves it up;
+  dense tissue moves it down.
+- *colour*: whether the channels differ, beyond noise: the 90th percentile of
+  each pixel's spread (brightest minus darkest channel) above 10 times the
+  noise (Immerkaer's estimate, the noisiest channel) and above 2% of the
+  range. Grey images stored as RGB, JPEG's colour noise included, are grey.
+- *whiteness* (colour only): over the brightest 5% of pixels (by their
+  brightest channel), the median of the darkest channel over the median of the
+  brightest, both above black (the 1st percentile of the darkest channel).
+  Transmitted light is white where nothing absorbs it; a fluorescence
+  composite is brightest in the colours of its stains, on black.
+- *dim end* (colour only): the 10th percentile of each channel above black,
+  over the range (black to the 99.8th percentile of the brightest channel);
+  the largest of the three. Fluorescence has black background in every
+  channel; stained tissue filling the frame still transmits some colour (the
+  blue of haematoxylin and eosin).
+
+A grey image inverts when its median is above 0.5. A colour image inverts
+when its whiteness is above 0.35 and its background is bright: its median
+above 0.5 or its dim end above 0.15. A composite (nuclei in one channel,
+another stain in another, black background) is therefore never inverted
+while its stains do not all overlap in its brightest pixels. What no
+statistic of a grey image tells apart, nuclei filling the frame brightly and
+a bright background, the user settles with ``invert`` ("never" or "always").
+
+Measured with ``benchmarks/bench_polarity.py`` on the 670 images of DSB2018
+``stage1_train`` and the 30 MoNuSeg 2018 H&E tiles (kinds as in its
+docstring). The rule decides as the median rule of before (the median alone,
+above 0.3) on all 670 stage-1 images; unlike it, it inverts all 30 MoNuSeg
+tiles (it missed 3) and not a dense, dim fluorescence image of the stage-1
+test set (1st/50th/99.8th percentiles 0/20/63: median 0.32):
+
+====================================  ===========  ============  ===========  ===========
+kind (images)                         median       spread        whiteness    dim end
+====================================  ===========  ============  ===========  ===========
+stage-1 grey fluorescence (546)       0.00 - 0.19  0 (grey)      -            -
+stage-1 grey brightfield (16)         0.82 - 0.95  0 (grey)      -            -
+stage-1 colour, H&E-like (108)        0.43 - 0.93  34 - 338      0.44 - 0.94  0.58 - 0.96
+MoNuSeg H&E tiles (30)                0.24 - 0.72  33 - 168      0.48 - 0.98  0.22 - 0.65
+the fluorescence as noisy RGB (546)   0.02 - 0.21  2.5 - 3.6     -            -
+the fluorescence as composite (546)   0.01 - 0.30  2.0 - 120     0.01 - 0.25  0.01 - 0.27
+====================================  ===========  ============  ===========  ===========
+
+(spread in noise sigmas; the last two kinds are made from the fluorescence
+images: each channel with noise of sigma 4, and the image in red with a
+dilated copy as cytoplasm in green.) ``tests/core/test_polarity.py`` checks
+the rule on synthetic images of each kind and on the real ones.
 """
 
 from __future__ import annotations
@@ -27,8 +74,14 @@ if TYPE_CHECKING:
 
 CHANNELS = ("grey", "rgb")
 INVERT = ("auto", "always", "never")
+#: the names a channel may be chosen by (``NormalizeConfig.channel``), as in an RGB image
+CHANNEL_NAMES = {"red": 0, "green": 1, "blue": 2}
 #: above this many pixels, percentiles are taken on a regular subsample (same result every time)
 _PERCENTILE_PIXELS = 1 << 22
+#: the colour statistics of the inversion rule are taken on a regular subsample of this many
+#: pixels at most (a 520x696 image: every other row and column), its noise on a central crop
+#: of at most this side at full resolution (a subsample's noise would hold more texture)
+_COLOUR_PIXELS, _NOISE_SIDE = 1 << 18, 512
 #: an image whose contrast (:func:`contrast`) is below this holds no nuclei: percentile
 #: scaling would stretch its noise into blobs. Measured (benchmarks/bench_contrast.py): the
 #: 670 stage-1 images are at 30.4 or more (median 170.5), the 30 MoNuSeg H&E tiles at 95.6 or
@@ -37,6 +90,12 @@ MIN_CONTRAST = 8.0
 #: Immerkaer's kernel: a Laplacian difference that cancels any plane, so that what is left
 #: of an image is its noise (and edges, which the median of its magnitude ignores)
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+#: the inversion rule's thresholds (module docstring): a grey image's scaled median; the
+#: spread of a colour image's channels in noise sigmas and in its range; a colour image's
+#: whiteness and dim end
+GREY_MEDIAN = 0.5
+COLOUR_NOISE, COLOUR_RANGE = 10.0, 0.02
+WHITENESS, DIM_END = 0.35, 0.15
 
 
 @dataclass(frozen=True)
@@ -51,16 +110,24 @@ class NormalizeConfig:
     low, high : float
         Percentiles mapped to 0 and 1.
     invert : {"auto", "always", "never"}
-        "auto" applies the rule of this module's docstring.
-    invert_threshold : float
-        The scaled median above which "auto" inverts.
+        "auto" applies the rule of this module's docstring (:func:`polarity`);
+        "always" is for dark nuclei on a bright background, "never" for bright
+        nuclei on a dark one.
+    invert_threshold : float, optional
+        Not used: the rule's thresholds are this module's. Checkpoints written
+        before the rule store 0.3 (the median rule of before) and load as they are.
+    channel : int, optional
+        A channel (0-based, the last axis of an (H, W, C) image) to segment
+        alone, as a grey image; None (the default): every channel, as
+        ``channels`` says. A grey image has one channel, 0.
     """
 
     channels: str = "grey"
     low: float = 1.0
     high: float = 99.8
     invert: str = "auto"
-    invert_threshold: float = 0.3
+    invert_threshold: float | None = None
+    channel: int | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in CHANNELS:
@@ -71,11 +138,46 @@ class NormalizeConfig:
             raise ValueError(f"invert must be one of {', '.join(INVERT)}, got {self.invert!r}")
         if not 0 <= self.low < self.high <= 100:
             raise ValueError(f"need 0 <= low < high <= 100, got low={self.low}, high={self.high}")
+        if self.channel is not None and (
+            isinstance(self.channel, bool)
+            or not isinstance(self.channel, (int, np.integer))
+            or self.channel < 0
+        ):
+            raise ValueError(f"channel must be None or an index 0, 1, ..., got {self.channel!r}")
 
     @property
     def in_channels(self) -> int:
         """Channels of the normalised image: 1 for grey, 3 for rgb."""
         return 1 if self.channels == "grey" else 3
+
+
+def channel_count(shape: tuple[int, ...]) -> int:
+    """The channels of an image of this shape a channel is chosen from: the last axis of
+    (H, W, C), 1 for (H, W)."""
+    return shape[-1] if len(shape) == 3 else 1
+
+
+def channel_problem(shape: tuple[int, ...], channel: int | None) -> str | None:
+    """What is wrong with choosing ``channel`` of an image of this shape, in words that
+    follow the image's name ("has 3 channels (0-2): there is no channel 5"); None: nothing."""
+    count = channel_count(shape)
+    if channel is None or channel < count:
+        return None
+    which = f"channels (0-{count - 1})" if count > 1 else "channel (0)"
+    return f"has {count} {which}: there is no channel {channel}"
+
+
+def _chosen_channel(image: np.ndarray, channel: int | None) -> np.ndarray:
+    """``image``'s ``channel`` alone, (H, W); ``image`` itself for None."""
+    if channel is None:
+        return image
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        return image  # _validate_image names the shape
+    problem = channel_problem(image.shape, channel)
+    if problem:
+        raise ValueError(f"the image {problem}")
+    return image[..., channel] if image.ndim == 3 else image
 
 
 def _validate_image(image: np.ndarray) -> np.ndarray:
@@ -95,10 +197,11 @@ def _validate_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _subsample(grey: np.ndarray) -> np.ndarray:
-    """A regular subsample of a huge image (the whole image otherwise), for its statistics."""
-    step = int(np.ceil(np.sqrt(grey.size / _PERCENTILE_PIXELS)))
-    return grey[::step, ::step] if step > 1 else grey
+def _subsample(x: np.ndarray, pixels: int = _PERCENTILE_PIXELS) -> np.ndarray:
+    """A regular subsample of at most about ``pixels`` pixels of an image (the whole image
+    when smaller), for its statistics."""
+    step = int(np.ceil(np.sqrt(x.shape[0] * x.shape[1] / pixels)))
+    return x[::step, ::step] if step > 1 else x
 
 
 def _percentiles(x: np.ndarray, config: NormalizeConfig) -> tuple[float, float]:
@@ -110,17 +213,96 @@ def _scale(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (x - np.float32(lo)) / np.float32(max(hi - lo, 1e-6 * max(abs(hi), 1.0)))
 
 
-def _inverts(grey: np.ndarray, lo: float, hi: float, config: NormalizeConfig) -> bool:
+def _noise(x: np.ndarray, integer: bool) -> float:
+    """The standard deviation of ``x``'s noise (Immerkaer), at least an integer image's
+    quantisation noise (1/sqrt(12) of a grey level)."""
+    response = ndi.convolve(x, _NOISE_KERNEL, mode="reflect")
+    sigma = float(np.median(np.abs(response))) / (0.6745 * 6)  # the kernel's gain is 6
+    return max(sigma, 1 / np.sqrt(12)) if integer else sigma
+
+
+@dataclass(frozen=True)
+class Polarity:
+    """The statistics of the inversion rule (module docstring) of one image.
+
+    Attributes
+    ----------
+    median : float
+        The grey image's median, percentile-scaled (0: its 1st, 1: its 99.8th percentile).
+    spread : float
+        The 90th percentile of the pixels' channel spread, in noise sigmas (0 for grey).
+    colour : bool
+        Whether the channels differ beyond noise (and 2% of the range).
+    whiteness, dim_end : float
+        Of a colour image (NaN for grey): how white its brightest pixels are, and how
+        bright the darkest tenth of its brightest channel is.
+    """
+
+    median: float
+    spread: float = 0.0
+    colour: bool = False
+    whiteness: float = float("nan")
+    dim_end: float = float("nan")
+
+    @property
+    def inverts(self) -> bool:
+        """The rule: a bright background (grey), or white light on a bright one (colour)."""
+        bright = self.median > GREY_MEDIAN
+        if not self.colour:
+            return bright
+        return self.whiteness > WHITENESS and (bright or self.dim_end > DIM_END)
+
+
+def _polarity(image: np.ndarray, grey: np.ndarray, lo: float, hi: float, integer: bool) -> Polarity:
+    """:class:`Polarity` of a validated image, its grey version and its percentiles."""
+    median = (float(np.median(_subsample(grey))) - lo) / max(hi - lo, 1e-6)
+    if image.ndim == 2:
+        return Polarity(median)
+    rgb = _subsample(image, _COLOUR_PIXELS)
+    channels = [rgb[..., c] for c in range(3)]
+    darkest = np.minimum(np.minimum(channels[0], channels[1]), channels[2])
+    brightest = np.maximum(np.maximum(channels[0], channels[1]), channels[2])
+    spread = brightest - darkest
+    if not spread.any():  # grey stored as RGB
+        return Polarity(median)
+    black = float(np.percentile(darkest, 1))
+    top, white = np.percentile(brightest, [95, 99.8])
+    span = max(float(white) - black, 1e-6)
+    spread90 = float(np.percentile(spread, 90))
+    h, w = image.shape[:2]
+    top_left = (max(h - _NOISE_SIDE, 0) // 2, max(w - _NOISE_SIDE, 0) // 2)
+    crop = image[top_left[0] : top_left[0] + _NOISE_SIDE, top_left[1] : top_left[1] + _NOISE_SIDE]
+    sigma = max(_noise(np.ascontiguousarray(crop[..., c]), integer) for c in range(3))
+    in_sigmas = spread90 / sigma if sigma > 0 else (np.inf if spread90 > 0 else 0.0)
+    if spread90 <= 0 or in_sigmas <= COLOUR_NOISE or spread90 <= COLOUR_RANGE * span:
+        return Polarity(median, in_sigmas)
+    brightest_pixels = brightest >= top
+    whiteness = float(np.median(darkest[brightest_pixels]) - black) / max(
+        float(np.median(brightest[brightest_pixels])) - black, 1e-6
+    )
+    dim_end = (max(float(x) for x in np.percentile(rgb.reshape(-1, 3), 10, axis=0)) - black) / span
+    return Polarity(median, in_sigmas, True, whiteness, dim_end)
+
+
+def _inverts(
+    image: np.ndarray,
+    grey: np.ndarray,
+    lo: float,
+    hi: float,
+    integer: bool,
+    config: NormalizeConfig,
+) -> bool:
+    """Whether an image is inverted: the config's choice, or the rule (:class:`Polarity`)."""
     if config.invert != "auto":
         return config.invert == "always"
-    median = float(np.median(_subsample(grey)))
-    return (median - lo) / max(hi - lo, 1e-6) > config.invert_threshold
+    return _polarity(image, grey, lo, hi, integer).inverts
 
 
 def _prepared(image: np.ndarray, config: NormalizeConfig):
     """What normalising and the contrast test both start from, computed once: the image as
-    float32, its grey version, its percentiles, and whether it was stored as integers."""
-    raw = np.asarray(image)
+    float32 (the chosen channel alone), its grey version, its percentiles, and whether it
+    was stored as integers."""
+    raw = _chosen_channel(image, config.channel)
     image = _validate_image(raw)
     grey = _grey(image)
     integer = np.issubdtype(raw.dtype, np.integer) or raw.dtype == bool
@@ -128,11 +310,7 @@ def _prepared(image: np.ndarray, config: NormalizeConfig):
 
 
 def _contrast(grey: np.ndarray, lo: float, hi: float, integer: bool) -> float:
-    sample = _subsample(grey)
-    response = ndi.convolve(sample, _NOISE_KERNEL, mode="reflect")
-    sigma = float(np.median(np.abs(response))) / (0.6745 * 6)  # the kernel's gain is 6
-    if integer:
-        sigma = max(sigma, 1 / np.sqrt(12))
+    sigma = _noise(_subsample(grey), integer)
     return (hi - lo) / sigma if sigma > 0 else (np.inf if hi > lo else 0.0)
 
 
@@ -148,8 +326,28 @@ def contrast(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = N
     return _contrast(grey, lo, hi, integer)
 
 
+def polarity(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None) -> Polarity:
+    """The statistics the inversion rule decides on, for ``image`` (its ``config.channel``
+    alone when one is chosen); ``.inverts`` is the rule's decision.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) ndarray of any numeric dtype
+    config : NormalizeConfig or ModelConfig, optional
+        Its percentiles and channel; ``invert`` is not looked at.
+
+    Raises
+    ------
+    ValueError
+        As :func:`normalize`.
+    """
+    image, grey, lo, hi, integer = _prepared(image, _config(config))
+    return _polarity(image, grey, lo, hi, integer)
+
+
 def should_invert(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None) -> bool:
-    """Whether :func:`normalize` inverts ``image`` (a bright background): the module's rule.
+    """Whether :func:`normalize` inverts ``image`` (a bright background): the module's rule,
+    or the config's ``invert`` when it is not "auto".
 
     Parameters
     ----------
@@ -157,8 +355,7 @@ def should_invert(image: np.ndarray, config: NormalizeConfig | ModelConfig | Non
     config : NormalizeConfig or ModelConfig, optional
     """
     config = _config(config)
-    grey = _grey(_validate_image(image))
-    return _inverts(grey, *_percentiles(grey, config), config)
+    return _inverts(*_prepared(image, config), config)
 
 
 def _config(config: NormalizeConfig | ModelConfig | None) -> NormalizeConfig:
@@ -176,6 +373,7 @@ def normalize(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = 
     ----------
     image : (H, W), (H, W, 3) or (H, W, 4) ndarray of any numeric dtype
         Grey or colour image as read (uint8, uint16, float); alpha is ignored.
+        With ``config.channel`` set, (H, W, C) of any C: that channel is used alone.
     config : NormalizeConfig or ModelConfig, optional
         The settings, or a model config holding them as ``.normalization``;
         defaults to :class:`NormalizeConfig()`.
@@ -189,11 +387,12 @@ def normalize(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = 
     Raises
     ------
     ValueError
-        On a shape, dtype or value (NaN, inf) the function cannot use.
+        On a shape, dtype or value (NaN, inf) the function cannot use, or a
+        ``config.channel`` the image does not have (the message gives its count).
     """
     config = _config(config)
-    image, grey, lo, hi, _ = _prepared(image, config)
-    return _normalized(image, grey, lo, hi, config)
+    image, grey, lo, hi, integer = _prepared(image, config)
+    return _normalized(image, grey, lo, hi, integer, config)
 
 
 def network_input(
@@ -206,13 +405,18 @@ def network_input(
     image, grey, lo, hi, integer = _prepared(image, config)
     if _contrast(grey, lo, hi, integer) < MIN_CONTRAST:
         return None
-    return _normalized(image, grey, lo, hi, config)
+    return _normalized(image, grey, lo, hi, integer, config)
 
 
 def _normalized(
-    image: np.ndarray, grey: np.ndarray, lo: float, hi: float, config: NormalizeConfig
+    image: np.ndarray,
+    grey: np.ndarray,
+    lo: float,
+    hi: float,
+    integer: bool,
+    config: NormalizeConfig,
 ) -> np.ndarray:
-    invert = _inverts(grey, lo, hi, config)
+    invert = _inverts(image, grey, lo, hi, integer, config)
     if config.channels == "grey":
         out = _scale(grey, lo, hi)[None]
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +22,7 @@ from ..errors import NucleisegError
 from ..models import ModelConfig
 from ..pipeline import Cancelled, Index, Progress, labels_of_planes
 from ..postprocess import PostprocessConfig
+from ..preprocess import NormalizeConfig
 from ._models import get_model, one_line
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Request:
     tile_size: int | None
     tta: bool
     post: PostprocessConfig
+    normalization: NormalizeConfig | None = None  # the dock's polarity and channel
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -67,6 +69,8 @@ def segment(req: Request) -> Generator[Progress, None, Result | None]:
         # napari imports pandas when it makes the first Labels layer: do it here, off the GUI thread
         importlib.import_module("pandas")
         model, config = get_model(req.model, req.device)
+        if req.normalization is not None:
+            config = replace(config, normalization=req.normalization)
         maps, labels = yield from pipeline.segment(
             model, config, req.data, req.planes, post=req.post, device=req.device,
             tile_size=req.tile_size, tta=req.tta, stop=req.stop,

@@ -32,6 +32,7 @@ from superqt.utils import GeneratorWorker
 from ..batch import MEASUREMENTS, BatchPlan, BatchSummary, plan_batch, run_batch
 from ..io.images import read_image_file, read_label_image
 from ..io.lazy import batch_stacks
+from ..models.choice import ModelChoice
 from ..pipeline import Cancelled, Progress
 from . import _layers
 from . import _metadata as meta
@@ -70,13 +71,15 @@ def run_folder(job: FolderJob) -> Generator[Progress, None, BatchSummary | None]
         resume=job.resume,
         overwrite=job.overwrite,
         how_to_replace="tick Overwrite to replace, or Resume to keep the complete outputs",
+        normalization=s.get("normalization"),
     )
     yield Progress(0.0, f"{len(plan.todo)} image(s) to segment")
     model, config = get_model(s["model"], s["device"])
     try:
         return (
             yield from run_batch(
-                plan, model, config, post=s["post"], device=s["device"],
+                plan, ModelChoice(s["model"], s["device"], loaded=(model, config)),
+                post=s["post"], device=s["device"], diameter=s.get("diameter", "auto"),
                 tile_size=s["tile_size"], tta=s["tta"], stop=job.stop,
             )
         )  # fmt: skip

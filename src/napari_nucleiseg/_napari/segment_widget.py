@@ -33,6 +33,7 @@ from superqt.utils import FunctionWorker, GeneratorWorker
 from ..models import ModelConfig
 from ..pipeline import Progress, plane_indices
 from ..postprocess import PostprocessConfig
+from ..preprocess import CHANNEL_NAMES, NormalizeConfig
 from . import _layers
 from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
@@ -44,6 +45,8 @@ from .results_panel import Measurement, Measuring, ResultsPanel, measured
 
 ALL_PLANES, PLANE_ON_SCREEN = "All planes", "Plane on screen"
 TILES = (("Auto", None), ("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048))
+#: the Polarity choices and the normalisation's ``invert`` each stands for
+POLARITIES = (("Auto", "auto"), ("Bright nuclei", "never"), ("Dark nuclei", "always"))
 
 
 class SegmentWidget(Container):
@@ -58,6 +61,7 @@ class SegmentWidget(Container):
         super().__init__(labels=False)
         self._viewer = viewer
         self._model_post = PostprocessConfig()
+        self._model_norm = NormalizeConfig()
         self._result: Result | None = None
         self._request: Request | None = None
         self._worker = self._relabel_worker = None
@@ -77,6 +81,8 @@ class SegmentWidget(Container):
     def _build(self) -> None:
         self._image = ComboBox(label="Image", choices=self._image_choices)
         self._planes = ComboBox(label="Planes", choices=[ALL_PLANES, PLANE_ON_SCREEN])
+        self._channel = ComboBox(label="Channel", choices=self._channel_choices)
+        self._polarity = ComboBox(label="Polarity", choices=POLARITIES)
         self._model = ModelPicker(
             self._viewer, "Model", "Load a napari-nucleiseg checkpoint",
             on_change=self._on_model, choose_trained=True,
@@ -108,7 +114,10 @@ class SegmentWidget(Container):
             expanded=False,
         )
         self.extend([
-            _layers.rows(self._image, self._planes, self._model.combo, self._model.card),
+            _layers.rows(
+                self._image, self._planes, self._channel, self._polarity, self._model.combo,
+                self._model.card,
+            ),
             self._run,
             self._progress, self._cancel, self._status, thresholds, options,
             _layers.rows(self._reference), self._score, self.results, self.folder_panel,
@@ -129,6 +138,14 @@ class SegmentWidget(Container):
             "lower cuts more, 0 is off"
         )
         self._tile.tooltip = "Tile side for large images (Auto: whole image up to 1536x1536)"
+        self._channel.tooltip = (
+            "The channel the network sees alone, as a grey image (the nuclear stain of a "
+            "fluorescence composite); Auto: all of them, as the model takes them"
+        )
+        self._polarity.tooltip = (
+            "Bright nuclei on a dark background (fluorescence) or dark nuclei on a bright one "
+            "(brightfield, H&E); Auto: decided per image"
+        )
         self._reference.tooltip = "Ground-truth Labels layer to score the result against"
         _layers.scroll(self)
 
@@ -171,6 +188,12 @@ class SegmentWidget(Container):
             if isinstance(layer, Image) and not layer.metadata.get(meta.OUTPUT)
         ]
 
+    def _channel_choices(self, _widget=None) -> list[tuple[str, int | None]]:
+        """Auto, and each colour of an RGB(A) layer; a grey layer has only its one channel."""
+        image = self._image.value
+        colours = [(name.capitalize(), i) for name, i in CHANNEL_NAMES.items()]
+        return [("Auto", None), *(colours if image is not None and image.rgb else [])]
+
     def _reference_choices(self, _widget=None) -> list[tuple[str, Labels | None]]:
         labels = [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
         return [("none", None), *labels]
@@ -196,6 +219,8 @@ class SegmentWidget(Container):
     def _on_image(self, _value=None) -> None:
         image = self._image.value
         self._planes.visible = image is not None and bool(_layers.image_lead(image))
+        self._channel.reset_choices()
+        self._channel.visible = image is not None and image.rgb
         if image is not None:
             self._reference.value = _layers.matching_reference(self._viewer, image)
         if self._worker is None and self._result is not None and self._result.image != image:
@@ -214,6 +239,7 @@ class SegmentWidget(Container):
         """A new model (None: none usable): its thresholds become the knobs' defaults."""
         self._result = None  # the kept maps belong to the previous model
         self._model_post = PostprocessConfig() if config is None else config.postprocess
+        self._model_norm = NormalizeConfig() if config is None else config.normalization
         if config is not None:
             pp = config.postprocess
             self._quiet = True
@@ -238,11 +264,16 @@ class SegmentWidget(Container):
             split_depth=float(self._split.value),
         )
 
+    def _normalization(self) -> NormalizeConfig:
+        """The model's normalisation with the dock's polarity and channel."""
+        return replace(self._model_norm, invert=self._polarity.value, channel=self._channel.value)
+
     def _batch_settings(self) -> dict:
         """What a folder run takes from the dock: the same model and settings as an image."""
         return {
             "model": self._model.chosen, "device": self._device.value, "post": self._post(),
             "tile_size": self._tile.value, "tta": self._tta.value,
+            "normalization": self._normalization(),
         }  # fmt: skip
 
     def _update_run_button(self) -> None:
@@ -262,7 +293,7 @@ class SegmentWidget(Container):
         self._request = req = Request(
             image=image, data=_layers.image_data(image), planes=planes,
             model=self._model.chosen, device=self._device.value, tile_size=self._tile.value,
-            tta=self._tta.value, post=self._post(),
+            tta=self._tta.value, post=self._post(), normalization=self._normalization(),
         )  # fmt: skip
         self._life.stops = [req.stop]
         self._worker = create_worker(  # the labels are measured in the same thread

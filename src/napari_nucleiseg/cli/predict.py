@@ -4,10 +4,44 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import NucleisegError
+from ..preprocess import CHANNEL_NAMES
 from . import add_device, add_pixel_size, progress_bar
+
+#: ``--invert`` words and the normalisation's ``invert`` each stands for
+INVERT_CHOICES = {"auto": "auto", "yes": "always", "no": "never"}
+
+
+def channel_choice(text: str) -> int | str:
+    """``--channel``'s value: "auto", or a channel index from a number or a colour's name."""
+    word = text.strip().lower()
+    if word == "auto":
+        return word
+    if word in CHANNEL_NAMES:
+        return CHANNEL_NAMES[word]
+    if word.isdigit():
+        return int(word)
+    raise argparse.ArgumentTypeError(
+        f"expected auto, a channel number (0, 1, ...) or {', '.join(CHANNEL_NAMES)}; got {text!r}"
+    )
+
+
+def diameter_choice(text: str) -> float | str | None:
+    """``--diameter``'s value: "auto", None for "none", or a positive number of pixels."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"expected auto, none or a diameter in pixels above 0; got {text!r}"
+        )
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -51,7 +85,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "inputs, the model and -o at the same paths",
     )
     p.add_argument(
-        "--model", help="shipped model name or checkpoint path (default: the best shipped)"
+        "--model",
+        default="auto",
+        help="shipped model name or checkpoint path; auto (the default): for each image the "
+        "shipped model of its kind (monuseg-he-unet for H&E when installed, else "
+        "dsb2018-unet)",
+    )
+    p.add_argument(
+        "--diameter",
+        type=diameter_choice,
+        default="auto",
+        metavar="auto|none|PX",
+        help="the nuclei's diameter in pixels: each image is resized so that the network sees "
+        "them at the size it was trained on; auto (the default) estimates it per image; "
+        "none: images as they are",
     )
     add_device(p)
     p.add_argument("--submission", help="also write a Kaggle DSB2018 submission CSV")
@@ -61,6 +108,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="average the network over 4 flips (2.5x the time on a CPU)",
     )
     p.add_argument("--tile-size", type=int, help="tile side in pixels (default: automatic)")
+    p.add_argument(
+        "--invert",
+        choices=INVERT_CHOICES,
+        help="whether the nuclei are dark on a bright background (brightfield, H&E): yes, "
+        "no, or auto to decide per image (default: the model's, auto)",
+    )
+    p.add_argument(
+        "--channel",
+        type=channel_choice,
+        metavar="auto|N|red|green|blue",
+        help="segment one channel of colour images alone, as a grey image (0-based; red, "
+        "green, blue are 0, 1, 2): the nuclear stain of a fluorescence composite; auto: "
+        "all channels, as the model takes them (default: the model's, auto)",
+    )
     again = p.add_mutually_exclusive_group()
     again.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (never an input)"
@@ -74,12 +135,33 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def run_normalization(config, args: argparse.Namespace):
+    """The model's normalisation with ``--invert`` and ``--channel``; None when neither is
+    given (the model's own)."""
+    choices = {}
+    if args.invert is not None:
+        choices["invert"] = INVERT_CHOICES[args.invert]
+    if args.channel is not None:
+        choices["channel"] = None if args.channel == "auto" else args.channel
+    return replace(config.normalization, **choices) if choices else None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..batch import MEASUREMENTS, plan_batch, run_batch
     from ..devices import resolve_device
     from ..inference import drain
-    from ..models import DEFAULT_MODEL, load_model
+    from ..models.choice import AUTO, ModelChoice
 
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise NucleisegError(str(exc)) from None
+    if args.workers < 1:
+        raise NucleisegError(f"--workers must be 1 or more, got {args.workers}")
+    name = args.model
+    models = ModelChoice(name, device)
+    model, config = models.fixed  # a bad checkpoint fails here, once
+    normalization = run_normalization(config, args)  # every image's, every worker's
     out = Path(args.output)
     measure_to = out / MEASUREMENTS if args.measure else None
     plan = plan_batch(
@@ -93,15 +175,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         how_to_replace="pass --overwrite to replace, or --resume to keep the complete "
         "outputs of an earlier run",
+        normalization=normalization,
     )
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        raise NucleisegError(str(exc)) from None
-    if args.workers < 1:
-        raise NucleisegError(f"--workers must be 1 or more, got {args.workers}")
-    name = args.model or DEFAULT_MODEL
-    model, config = load_model(name, device=device)  # a bad checkpoint fails here, once
     resumed = f" ({len(plan.done)} done by an earlier run)" if plan.done else ""
     client = None
     if args.scheduler or args.workers > 1:
@@ -112,12 +187,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         client = Client(args.scheduler) if args.scheduler else local_client(args.workers)
         where = f"the Dask cluster at {client.scheduler.address}"
         run = run_batch_on_cluster(
-            plan, name, client, device=args.device, tile_size=args.tile_size, tta=args.tta
-        )
+            plan, name, client, device=args.device, tile_size=args.tile_size, tta=args.tta,
+            diameter=args.diameter,
+        )  # fmt: skip
     else:
         where = str(device)
-        run = run_batch(plan, model, config, device=device, tile_size=args.tile_size, tta=args.tta)
-    print(f"segmenting {len(plan.todo)} image(s){resumed} with {name} on {where}", file=sys.stderr)
+        run = run_batch(
+            plan, models, device=device, tile_size=args.tile_size, tta=args.tta,
+            diameter=args.diameter,
+        )  # fmt: skip
+    which = f"{name} (the shipped model of each image's kind)" if name == AUTO else name
+    print(f"segmenting {len(plan.todo)} image(s){resumed} with {which} on {where}", file=sys.stderr)
     try:
         with progress_bar(len(plan.todo), "predict") as bar:
             summary = drain(run, lambda step: bar.update(step.fraction * len(plan.todo) - bar.n))
