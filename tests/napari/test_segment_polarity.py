@@ -101,3 +101,24 @@ def test_a_folder_run_takes_the_docks_choices(qtbot, dock, grey, composite, tmp_
     qtbot.waitUntil(lambda: panel._worker is None, timeout=WAIT_MS)
     assert "grey.png: has 1 channel (0): there is no channel 2" in panel.status.value
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.fixture
+def shipped_dock(make_napari_viewer):
+    return open_dock(make_napari_viewer(), "Segment nuclei")  # the default model
+
+
+def test_the_diameter_box_resizes_for_the_network(qtbot, shipped_dock, grey):
+    """Auto (0) leaves nuclei the shipped model knows as they are; a diameter told
+    resizes the image for the network and brings the labels back at its size."""
+    dock = shipped_dock
+    assert dock._model.chosen is not None
+    dock._viewer.add_image(grey, name="cells")
+    assert dock._diameter.value == 0 and dock._diameter.native.text() == "Auto"
+    auto = segment(qtbot, dock)
+    dock._diameter.value = 150  # told the nuclei are 150 px: shrunk to 53-px nuclei
+    told = segment(qtbot, dock)
+    assert told.shape == auto.shape == grey.shape
+    assert 0 < told.max() < auto.max()
+    dock._diameter.value = 0
+    np.testing.assert_array_equal(segment(qtbot, dock), auto)

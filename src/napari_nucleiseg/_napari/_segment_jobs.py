@@ -46,6 +46,7 @@ class Request:
     tta: bool
     post: PostprocessConfig
     normalization: NormalizeConfig | None = None  # the dock's polarity and channel
+    diameter: float | str | None = "auto"  # the nuclei's, in pixels, or estimated
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -73,7 +74,7 @@ def segment(req: Request) -> Generator[Progress, None, Result | None]:
             config = replace(config, normalization=req.normalization)
         maps, labels = yield from pipeline.segment(
             model, config, req.data, req.planes, post=req.post, device=req.device,
-            tile_size=req.tile_size, tta=req.tta, stop=req.stop,
+            tile_size=req.tile_size, tta=req.tta, stop=req.stop, diameter=req.diameter,
         )  # fmt: skip
     except Cancelled:
         return None

@@ -83,6 +83,8 @@ class SegmentWidget(Container):
         self._planes = ComboBox(label="Planes", choices=[ALL_PLANES, PLANE_ON_SCREEN])
         self._channel = ComboBox(label="Channel", choices=self._channel_choices)
         self._polarity = ComboBox(label="Polarity", choices=POLARITIES)
+        self._diameter = FloatSpinBox(label="Diameter (px)", min=0.0, max=1000.0, step=1.0)
+        self._diameter.native.setSpecialValueText("Auto")  # 0: estimated per image
         self._model = ModelPicker(
             self._viewer, "Model", "Load a napari-nucleiseg checkpoint",
             on_change=self._on_model, choose_trained=True,
@@ -115,8 +117,8 @@ class SegmentWidget(Container):
         )
         self.extend([
             _layers.rows(
-                self._image, self._planes, self._channel, self._polarity, self._model.combo,
-                self._model.card,
+                self._image, self._planes, self._channel, self._polarity, self._diameter,
+                self._model.combo, self._model.card,
             ),
             self._run,
             self._progress, self._cancel, self._status, thresholds, options,
@@ -145,6 +147,11 @@ class SegmentWidget(Container):
         self._polarity.tooltip = (
             "Bright nuclei on a dark background (fluorescence) or dark nuclei on a bright one "
             "(brightfield, H&E); Auto: decided per image"
+        )
+        self._diameter.tooltip = (
+            "The nuclei's diameter in pixels: the image is resized so that the network sees "
+            "them at the size it was trained on, and the labels come back at the image's "
+            "size; Auto: estimated per image"
         )
         self._reference.tooltip = "Ground-truth Labels layer to score the result against"
         _layers.scroll(self)
@@ -273,8 +280,12 @@ class SegmentWidget(Container):
         return {
             "model": self._model.chosen, "device": self._device.value, "post": self._post(),
             "tile_size": self._tile.value, "tta": self._tta.value,
-            "normalization": self._normalization(),
+            "normalization": self._normalization(), "diameter": self._diameter_choice(),
         }  # fmt: skip
+
+    def _diameter_choice(self) -> float | str:
+        """The Diameter box: a number of pixels, or "auto" (0)."""
+        return float(self._diameter.value) or "auto"
 
     def _update_run_button(self) -> None:
         busy = self._worker is not None
@@ -294,6 +305,7 @@ class SegmentWidget(Container):
             image=image, data=_layers.image_data(image), planes=planes,
             model=self._model.chosen, device=self._device.value, tile_size=self._tile.value,
             tta=self._tta.value, post=self._post(), normalization=self._normalization(),
+            diameter=self._diameter_choice(),
         )  # fmt: skip
         self._life.stops = [req.stop]
         self._worker = create_worker(  # the labels are measured in the same thread
