@@ -23,6 +23,7 @@ import numpy as np
 from napari_nucleiseg.devices import resolve_device
 from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import OverlapWarning
+from napari_nucleiseg.io.paired import sample_id
 from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import segment
@@ -54,7 +55,7 @@ def main() -> None:
     for item in args.root:
         name, paths = item.split("=", 1)
         found = find_samples(paths.split("+"))
-        sets[name] = read_samples([f for f in found if only is None or _id(f) in only])
+        sets[name] = read_samples([f for f in found if only is None or sample_id(f) in only])
     results = []
     for item in args.model:
         name, _, path = item.rpartition("=")
@@ -76,12 +77,6 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-
-
-def _id(path) -> str:
-    from napari_nucleiseg.io.inputs import image_id
-
-    return image_id(path) if path.is_file() else path.name
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ import numpy as np
 
 from .devices import resolve_device
 from .errors import FileProblem
-from .io import Sample, read_sample
+from .io import Sample
 from .io.atomic import check_writable_folder, file_problem, partial_path, remove_stale
 from .io.manifest import read_manifest
+from .io.paired import read_annotated, sample_id
 from .models import ModelConfig, load_model, save_checkpoint
 from .models.checkpoint import TrainingInfo
 from .training import TrainConfig, TrainProgress, TrainResult, evaluate, find_samples, train
@@ -176,18 +177,20 @@ def plan_validation(
     if not roots:
         raise ValueError("no curated root given")
     curated = find_samples([Path(r) for r in roots])
-    ids = {f.name for f in curated}
+    ids = {sample_id(f) for f in curated}
     flagged = set()
     for root in roots:
         manifest = read_manifest(_manifest_root(Path(root)))
         flagged |= {k for k, v in manifest.items() if v.get("split") == "validation"} & ids
     if flagged:
-        return Validation(curated, [f.name for f in curated if f.name in flagged], FLAGGED)
+        return Validation(
+            curated, [sample_id(f) for f in curated if sample_id(f) in flagged], FLAGGED
+        )
     n = min(max(round(fraction * len(curated)), 1), len(curated) - 1) if fraction > 0 else 0
     if n <= 0:
         return Validation(curated, [], NONE)
     order = np.random.default_rng(seed).permutation(len(curated))[:n]
-    return Validation(curated, [curated[i].name for i in sorted(order)], HELD_OUT)
+    return Validation(curated, [sample_id(curated[i]) for i in sorted(order)], HELD_OUT)
 
 
 def finetune_config(
@@ -276,14 +279,14 @@ def finetune(
     validation = plan_validation(curated_roots, val_fraction, settings.seed)
     folders = list(validation.curated)
     if original_root is not None:
-        skip = {f.name for f in folders} | set(base_config.training.exclude_ids)
+        skip = {sample_id(f) for f in folders} | set(base_config.training.exclude_ids)
         folders += find_samples(original_root, exclude_ids=skip)
     samples: list[Sample] = []
     for i, folder in enumerate(folders):
         if stop():
             return FinetuneResult(None, validation, 0, None, None, None, True)
         yield Stage("Reading samples", i, len(folders))
-        sample = read_sample(folder)
+        sample = read_annotated(folder)
         if sample.labels is None:
             raise FileProblem(folder, "has no masks/ folder; training needs annotated samples")
         samples.append(sample)

@@ -123,3 +123,19 @@ def test_train_takes_a_paired_root(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert ckpt.is_file()
+
+
+def test_a_fine_tune_takes_a_paired_root_and_holds_out_by_id(tmp_path, tiny_checkpoint):
+    from napari_nucleiseg.finetune import finetune, plan_validation
+    from napari_nucleiseg.inference import drain
+    from napari_nucleiseg.training import TrainConfig
+
+    root = _paired_root(tmp_path)
+    stems = sorted(p.stem for p in (root / "images").iterdir())
+    validation = plan_validation([root], 0.5, seed=0)
+    assert validation.ids and set(validation.ids) <= set(stems)
+    settings = TrainConfig(epochs=1, batch_size=2, crop_size=64, max_steps=1)
+    result = drain(
+        finetune(tiny_checkpoint, [root], settings, output=tmp_path / "f.pt", device="cpu")
+    )
+    assert result.new_score is not None  # the held-out images were found and scored

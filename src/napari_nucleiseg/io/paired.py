@@ -97,6 +97,12 @@ def read_pair(image: str | Path) -> Sample:
     return Sample(image_id(image), image, np.asarray(pixels), labels)
 
 
+def sample_id(path: str | Path) -> str:
+    """The id of a sample of either layout: an image file's stem, or a sample folder's name."""
+    path = Path(path)
+    return image_id(path) if path.is_file() else path.name
+
+
 def resolve_annotated(path: str | Path) -> list[Path]:
     """The samples of either layout: an ``images/`` + ``masks/`` root gives its image files;
     a stage-1 root or sample folder gives its sample folders (:func:`read_annotated` reads

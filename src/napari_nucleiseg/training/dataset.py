@@ -21,8 +21,7 @@ import torch
 
 from ..errors import FileProblem
 from ..io import Sample
-from ..io.inputs import image_id
-from ..io.paired import read_annotated, resolve_annotated
+from ..io.paired import read_annotated, resolve_annotated, sample_id
 from ..postprocess import targets_from_labels
 from ..preprocess import NormalizeConfig, normalize, should_invert
 from ..scale import median_diameter
@@ -65,9 +64,8 @@ def find_samples(
     seen: dict[str, Path] = {}
     for root in roots:
         for path in resolve_annotated(root):
-            sample_id = image_id(path) if path.is_file() else path.name
-            if sample_id not in exclude_ids:
-                seen.setdefault(sample_id, path)
+            if sample_id(path) not in exclude_ids:
+                seen.setdefault(sample_id(path), path)
     return list(seen.values())
 
 
