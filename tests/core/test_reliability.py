@@ -275,10 +275,15 @@ def partials(folder: Path) -> list[str]:
 
 
 def start_and_stop(args: list, out: Path, sig: int) -> subprocess.CompletedProcess:
-    """Start ``nucleiseg`` and send ``sig`` once its first output exists."""
+    """Start ``nucleiseg`` and send ``sig`` once its first output exists.
+
+    The child gets SIGINT's default action back, as in a terminal: a test run started in
+    the background by a shell without job control inherits SIGINT ignored, and Python
+    then raises no KeyboardInterrupt."""
     proc = subprocess.Popen(
-        [*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     while not list(out.glob("*.tif")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
