@@ -179,7 +179,9 @@ class FolderPanel(Container):
         if self._worker is None:
             return
         self._job.stop.set()
-        self._worker.quit()
+        # no worker.quit(): a generator left at a yield would keep its stop hooks on the
+        # model (shared with the next run) until garbage collection; the stop event ends it
+        # with Cancelled, running its clean-up
         self.cancel_button.enabled = False
         self.status.value = "Cancelling…"
 

@@ -327,7 +327,9 @@ class SegmentWidget(Container):
         if self._worker is None:
             return
         self._request.stop.set()
-        self._worker.quit()
+        # no worker.quit(): a generator left at a yield would keep its stop hooks on the
+        # model (shared with the next run) until garbage collection; the stop event ends it
+        # with Cancelled, running its clean-up
         self._cancel.enabled = False
         self._status.value = "Cancelling…"
 
