@@ -332,6 +332,7 @@ def cluster(name: str, n_images: int) -> None:
     from napari_nucleiseg.batch import plan_batch, run_batch
     from napari_nucleiseg.distributed import close_client, local_client, run_batch_on_cluster
     from napari_nucleiseg.io.images import read_label_image
+    from napari_nucleiseg.models.choice import ModelChoice
 
     folders = list_samples(DATA / "stage1_train")[:n_images]
     model, config = load_model(name, device="cpu")
@@ -341,7 +342,8 @@ def cluster(name: str, n_images: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one, two = Path(tmp) / "one", Path(tmp) / "two"
         start = time.perf_counter()
-        drain(run_batch(plan_batch(folders, one), model, config, device="cpu"))
+        models = ModelChoice(name, "cpu", loaded=(model, config))
+        drain(run_batch(plan_batch(folders, one), models, device="cpu"))
         single = time.perf_counter() - start
         print(f"| 1 process | {single:.1f} | {len(folders) / single:.2f} | 1.00x |")
         start = time.perf_counter()
