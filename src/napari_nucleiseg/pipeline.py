@@ -26,7 +26,7 @@ import torch
 
 from . import scale
 from .devices import resolve_device
-from .inference import model_device, predict_maps, tile_side
+from .inference import drain, model_device, predict_maps, tile_side
 from .postprocess import PostprocessConfig, labels_from_maps
 from .scale import median_diameter, resize_image, resize_maps
 
@@ -215,24 +215,20 @@ def plane_maps(
     device: torch.device,
     tile_size: int | None,
     tta: bool,
-) -> Generator[
-    tuple[int, int] | str | float | None, None, tuple[np.ndarray, torch.device, int | None]
-]:
+) -> Generator[tuple[int, int] | str, None, tuple[np.ndarray, torch.device, int | None]]:
     """One plane's maps at the image's resolution, the image resized for the network so
-    that its nuclei are ``config.nucleus_diameter`` wide (:mod:`napari_nucleiseg.scale`).
+    that its nuclei are as wide as the model was trained to see (:mod:`napari_nucleiseg.scale`).
 
     ``diameter``: the image's nucleus diameter in pixels; "auto" estimates it
-    (:func:`_estimate`; a first pass at the image's own scale is kept when the
-    estimate is within ``scale.TOLERANCE``); None: no resizing. Yields the
-    network's (done, total) steps, with "auto" the estimated diameter (float, or
-    None when no nucleus was found), and a line saying how the image was resized.
+    (:func:`_estimate`; the look at the image's own scale is kept when no resizing is
+    needed); None: no resizing. Yields the network's (done, total) steps, and with
+    "auto" a line saying how the image was resized.
     """
     factor = 1.0
     if diameter == "auto":
         found, maps, device, tile_size = yield from _estimate(
             model, config, raw, post=post, device=device, tile_size=tile_size, tta=tta
         )
-        yield found
         if found is None:  # then the look at full size was made: its maps
             return maps, device, tile_size
         factor = scale.target_factor(found, config)
@@ -243,14 +239,9 @@ def plane_maps(
             return maps, device, tile_size
     elif diameter is not None:
         factor = scale.target_factor(float(diameter), config)
-    if factor == 1.0:
-        return (
-            yield from predict_with_fallback(
-                model, config, raw, device=device, tile_size=tile_size, tta=tta
-            )
-        )
+    image = raw if factor == 1.0 else resize_image(raw, factor)
     maps, device, tile_size = yield from predict_with_fallback(
-        model, config, resize_image(raw, factor), device=device, tile_size=tile_size, tta=tta
+        model, config, image, device=device, tile_size=tile_size, tta=tta
     )
     return resize_maps(maps, raw.shape[:2]), device, tile_size
 
@@ -265,18 +256,23 @@ def _estimate(model, config, raw, *, post, device, tile_size, tta):
     (coarsest first) is trusted when its nuclei are at least ``scale.MIN_SEEN`` of the
     model's diameter and a look at half its scale finds them as large (within
     ``scale.AGREEMENT``): blobs of merged nuclei grow as the scale coarsens, nuclei do
-    not. Else the look at full size decides. Coarse looks cost a sixteenth of it or less.
+    not. Else the look at full size decides. Each scale is looked at once at most; the
+    coarse looks together cost under a third of the full one.
     """
+    looks: dict[float, tuple[float | None, tuple | None]] = {}
 
     def look(s: float):
-        image = raw if s == 1 else resize_image(raw, s)
-        if s != 1 and min(image.shape[:2]) < scale.MIN_ESTIMATE_SIDE:
-            return None, None
-        maps = yield from predict_with_fallback(
-            model, config, image, device=device, tile_size=tile_size, tta=tta
-        )
-        seen = median_diameter(labels_from_predicted(maps[0], config, post))
-        return (None if seen is None else seen / s), maps
+        if s not in looks:
+            image = raw if s == 1 else resize_image(raw, s)
+            if s != 1 and min(image.shape[:2]) < scale.MIN_ESTIMATE_SIDE:
+                looks[s] = None, None
+            else:
+                run = yield from predict_with_fallback(
+                    model, config, image, device=device, tile_size=tile_size, tta=tta
+                )
+                seen = median_diameter(labels_from_predicted(run[0], config, post))
+                looks[s] = (None if seen is None else seen / s), run
+        return looks[s]
 
     for s in scale.ESTIMATE_SCALES[:-1]:
         found, _ = yield from look(s)
@@ -295,20 +291,16 @@ def estimate_diameter(
     """The nuclei's median diameter (px) as ``diameter="auto"`` estimates it (None: no
     nucleus found). ``kwargs`` as :func:`plane_maps`."""
     kwargs = {"post": None, "device": model_device(model), "tile_size": None, "tta": False} | kwargs
-    for step in plane_maps(model, config, np.asarray(image), diameter="auto", **kwargs):
-        if step is None or isinstance(step, float):
-            return step
-    return None
+    found, *_ = drain(_estimate(model, config, np.asarray(image), **kwargs))
+    return found
 
 
 def _where(i: int, n: int) -> str:
     return f"plane {i + 1}/{n}, " if n > 1 else ""
 
 
-def _tile_step(plane: int, planes: int, step: tuple[int, int] | str | float | None) -> Progress:
+def _tile_step(plane: int, planes: int, step: tuple[int, int] | str) -> Progress:
     """A step of the network (share ``NETWORK_SHARE`` of the whole run), or a note."""
-    if step is None or isinstance(step, float):  # the estimate; the note that follows says it
-        return Progress(NETWORK_SHARE * plane / planes, f"{_where(plane, planes)}nucleus size")
     if isinstance(step, str):
         return Progress(NETWORK_SHARE * plane / planes, f"{_where(plane, planes)}{step}")
     done, total = step

@@ -23,7 +23,8 @@ REFERENCE_DIAMETER = 20.0
 TOLERANCE = 1.25
 #: the nucleus diameters (px) a model trained on images as they came handles as they are: the
 #: range of the per-image medians of DSB2018 stage 1. Resizing 45-50 px nuclei to 20 px
-#: lowered its score on the StarDist test split (DSB2018 0.626 -> 0.606), so it is resized
+#: lowered its score on the StarDist test split (DSB2018 0.626 -> 0.606, measured with
+#: benchmarks/bench_generalisation.py before this rule), so it is resized
 #: only to the nearer end of this range
 AS_THEY_CAME_RANGE = (9.0, 53.0)
 #: the scales at which "auto" looks for nuclei, coarsest first (the last must be 1)

@@ -48,6 +48,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def positive_number(text: str) -> float:
+    """An option's value that must be a finite number above 0 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     """The ``--device`` option of the commands that run a network."""
     p.add_argument(

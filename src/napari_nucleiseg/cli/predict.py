@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import NucleisegError
 from ..preprocess import CHANNEL_NAMES
-from . import add_device, add_pixel_size, progress_bar
+from . import add_device, add_pixel_size, positive_number, progress_bar
 
 #: ``--invert`` words and the normalisation's ``invert`` each stands for
 INVERT_CHOICES = {"auto": "auto", "yes": "always", "no": "never"}
@@ -30,18 +30,15 @@ def channel_choice(text: str) -> int | str:
 
 
 def diameter_choice(text: str) -> float | str | None:
-    """``--diameter``'s value: "auto", None for "none", or a positive number of pixels."""
+    """``--diameter``'s value: "auto", None for "none", or a number of pixels above 0."""
     if text in ("auto", "none"):
         return None if text == "none" else text
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value < float("inf")):
+        return positive_number(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected auto, none or a diameter in pixels above 0; got {text!r}"
-        )
-    return value
+        ) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -160,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise NucleisegError(f"--workers must be 1 or more, got {args.workers}")
     name = args.model
     models = ModelChoice(name, device)
-    model, config = models.fixed  # a bad checkpoint fails here, once
+    _, config = models.fixed  # a bad checkpoint fails here, once
     normalization = run_normalization(config, args)  # every image's, every worker's
     out = Path(args.output)
     measure_to = out / MEASUREMENTS if args.measure else None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..errors import FileProblem
-from . import add_device
+from . import add_device, positive_number
 
 if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
     from ..models import ModelConfig, TrainingInfo
@@ -102,7 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--diameter",
-        type=_positive_float,
+        type=positive_number,
         help="resize every training sample so that its median nucleus is this many pixels "
         "wide, and record it: inference then resizes images likewise (default: samples as "
         "they are, or the base model's)",
@@ -119,7 +119,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--time-limit",
-        type=_positive_float,
+        type=positive_number,
         help="stop after this many minutes, keeping the best weights so far",
     )
     p.add_argument("--exclude-ids", help="file of ids never to train on")
@@ -139,13 +139,6 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
