@@ -180,16 +180,20 @@ def _chosen_channel(image: np.ndarray, channel: int | None) -> np.ndarray:
     return image[..., channel] if image.ndim == 3 else image
 
 
+def _validate_shape(shape: tuple[int, ...]) -> None:
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))):
+        raise ValueError(f"image has shape {shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"image has shape {shape}; it has no pixels")
+
+
 def _validate_image(image: np.ndarray) -> np.ndarray:
     """Return ``image`` as (H, W) or (H, W, 3) float32, alpha dropped; raise on anything else."""
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
+    _validate_shape(image.shape)
+    if image.ndim == 3:
         image = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
-    elif image.ndim != 2:
-        raise ValueError(f"image has shape {image.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image has shape {image.shape}; it has no pixels")
-    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_):
         raise ValueError(f"image has dtype {image.dtype}; expected numbers")
     image = image.astype(np.float32, copy=False)
     if not np.all(np.isfinite(image)):
@@ -197,16 +201,10 @@ def _validate_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _subsample(x: np.ndarray, pixels: int = _PERCENTILE_PIXELS) -> np.ndarray:
-    """A regular subsample of at most about ``pixels`` pixels of an image (the whole image
-    when smaller), for its statistics."""
-    step = int(np.ceil(np.sqrt(x.shape[0] * x.shape[1] / pixels)))
-    return x[::step, ::step] if step > 1 else x
-
-
-def _percentiles(x: np.ndarray, config: NormalizeConfig) -> tuple[float, float]:
-    lo, hi = np.percentile(_subsample(x), [config.low, config.high])
-    return float(lo), float(hi)
+def _step(shape: tuple[int, ...], pixels: int) -> int:
+    """The stride of a regular subsample of at most about ``pixels`` pixels of an image of
+    ``shape`` (1: every pixel)."""
+    return max(int(np.ceil(np.sqrt(shape[0] * shape[1] / pixels))), 1)
 
 
 def _scale(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -219,6 +217,54 @@ def _noise(x: np.ndarray, integer: bool) -> float:
     response = ndi.convolve(x, _NOISE_KERNEL, mode="reflect")
     sigma = float(np.median(np.abs(response))) / (0.6745 * 6)  # the kernel's gain is 6
     return max(sigma, 1 / np.sqrt(12)) if integer else sigma
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """What the statistics of normalising look at, read from an image once: a regular
+    subsample for its percentiles, median and noise, a sparser one for its colours, and a
+    central crop at full resolution for its colour noise. A lazy image (Zarr, Dask, a tiled
+    TIFF) is read only there, so a huge image's statistics cost a few reads."""
+
+    pixels: np.ndarray  # float32 (h, w) or (h, w, 3): every _step(shape, _PERCENTILE_PIXELS)
+    colours: np.ndarray  # the same, every _step(shape, _COLOUR_PIXELS)
+    crop: np.ndarray  # float32, the central _NOISE_SIDE square (or less)
+    integer: bool  # stored as integers: its quantisation is part of its noise
+
+    @classmethod
+    def of(cls, image, channel: int | None) -> _Sample:
+        shape = tuple(int(n) for n in image.shape)
+        if channel is not None and len(shape) in (2, 3):
+            problem = channel_problem(shape, channel)
+            if problem:
+                raise ValueError(f"the image {problem}")
+            shape = shape[:2]
+        _validate_shape(shape)
+        h, w = shape[:2]
+
+        def read(rows: slice, cols: slice) -> np.ndarray:
+            return _validate_image(_chosen_channel(np.asarray(image[rows, cols]), channel))
+
+        step, colour_step = _step(shape, _PERCENTILE_PIXELS), _step(shape, _COLOUR_PIXELS)
+        y0, x0 = max(h - _NOISE_SIDE, 0) // 2, max(w - _NOISE_SIDE, 0) // 2
+        dtype = np.dtype(getattr(image, "dtype", np.float32))
+        return cls(
+            pixels=read(slice(None, None, step), slice(None, None, step)),
+            colours=read(slice(None, None, colour_step), slice(None, None, colour_step)),
+            crop=read(slice(y0, y0 + _NOISE_SIDE), slice(x0, x0 + _NOISE_SIDE)),
+            integer=bool(np.issubdtype(dtype, np.integer) or dtype == np.bool_),
+        )
+
+    def bounds(self, x: np.ndarray, config: NormalizeConfig) -> tuple[float, float]:
+        """The ``low`` and ``high`` percentiles of ``x`` (the grey of :attr:`pixels`, or
+        one of their channels)."""
+        lo, hi = np.percentile(x, [config.low, config.high])
+        return float(lo), float(hi)
+
+    def contrast(self, grey: np.ndarray, lo: float, hi: float) -> float:
+        """:func:`contrast` of the image whose grey sample is ``grey``, percentiles ``lo, hi``."""
+        sigma = _noise(grey, self.integer)
+        return (hi - lo) / sigma if sigma > 0 else (np.inf if hi > lo else 0.0)
 
 
 @dataclass(frozen=True)
@@ -253,12 +299,12 @@ class Polarity:
         return self.whiteness > WHITENESS and (bright or self.dim_end > DIM_END)
 
 
-def _polarity(image: np.ndarray, grey: np.ndarray, lo: float, hi: float, integer: bool) -> Polarity:
-    """:class:`Polarity` of a validated image, its grey version and its percentiles."""
-    median = (float(np.median(_subsample(grey))) - lo) / max(hi - lo, 1e-6)
-    if image.ndim == 2:
+def _polarity(sample: _Sample, grey: np.ndarray, lo: float, hi: float) -> Polarity:
+    """:class:`Polarity` of an image's sample, its grey pixels and their percentiles."""
+    median = (float(np.median(grey)) - lo) / max(hi - lo, 1e-6)
+    if sample.pixels.ndim == 2:
         return Polarity(median)
-    rgb = _subsample(image, _COLOUR_PIXELS)
+    rgb = sample.colours
     channels = [rgb[..., c] for c in range(3)]
     darkest = np.minimum(np.minimum(channels[0], channels[1]), channels[2])
     brightest = np.maximum(np.maximum(channels[0], channels[1]), channels[2])
@@ -269,10 +315,8 @@ def _polarity(image: np.ndarray, grey: np.ndarray, lo: float, hi: float, integer
     top, white = np.percentile(brightest, [95, 99.8])
     span = max(float(white) - black, 1e-6)
     spread90 = float(np.percentile(spread, 90))
-    h, w = image.shape[:2]
-    top_left = (max(h - _NOISE_SIDE, 0) // 2, max(w - _NOISE_SIDE, 0) // 2)
-    crop = image[top_left[0] : top_left[0] + _NOISE_SIDE, top_left[1] : top_left[1] + _NOISE_SIDE]
-    sigma = max(_noise(np.ascontiguousarray(crop[..., c]), integer) for c in range(3))
+    crop = sample.crop
+    sigma = max(_noise(np.ascontiguousarray(crop[..., c]), sample.integer) for c in range(3))
     in_sigmas = spread90 / sigma if sigma > 0 else (np.inf if spread90 > 0 else 0.0)
     if spread90 <= 0 or in_sigmas <= COLOUR_NOISE or spread90 <= COLOUR_RANGE * span:
         return Polarity(median, in_sigmas)
@@ -284,34 +328,89 @@ def _polarity(image: np.ndarray, grey: np.ndarray, lo: float, hi: float, integer
     return Polarity(median, in_sigmas, True, whiteness, dim_end)
 
 
-def _inverts(
-    image: np.ndarray,
-    grey: np.ndarray,
-    lo: float,
-    hi: float,
-    integer: bool,
-    config: NormalizeConfig,
-) -> bool:
-    """Whether an image is inverted: the config's choice, or the rule (:class:`Polarity`)."""
-    if config.invert != "auto":
-        return config.invert == "always"
-    return _polarity(image, grey, lo, hi, integer).inverts
+@dataclass(frozen=True)
+class Scaling:
+    """What normalising does to every pixel of one image, found once from the whole image's
+    statistics (:func:`scaling`): a huge image normalised tile by tile is, value for value,
+    the image normalised at once.
+
+    Attributes
+    ----------
+    channel : int or None
+        The channel taken alone (``NormalizeConfig.channel``).
+    grey : bool
+        Whether the channels are averaged to one.
+    bounds : tuple of (float, float)
+        The (low, high) percentiles of each output channel, mapped to 0 and 1.
+    invert : bool
+        Whether the scaled values are turned into ``1 - x``.
+    """
+
+    channel: int | None
+    grey: bool
+    bounds: tuple[tuple[float, float], ...]
+    invert: bool
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Network input of the image or of any region of it: (C, h, w) float32.
+
+        Raises
+        ------
+        ValueError
+            A shape, dtype or value (NaN, inf) that :func:`normalize` refuses.
+        """
+        image = _validate_image(_chosen_channel(image, self.channel))
+        if self.grey:
+            out = _scale(_grey(image), *self.bounds[0])[None]
+        else:
+            rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
+            channels = np.moveaxis(rgb, -1, 0)
+            out = np.stack([_scale(c, *b) for c, b in zip(channels, self.bounds, strict=True)])
+        if self.invert:
+            out = np.float32(1) - out
+        return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _prepared(image: np.ndarray, config: NormalizeConfig):
-    """What normalising and the contrast test both start from, computed once: the image as
-    float32 (the chosen channel alone), its grey version, its percentiles, and whether it
-    was stored as integers."""
-    raw = _chosen_channel(image, config.channel)
-    image = _validate_image(raw)
-    grey = _grey(image)
-    integer = np.issubdtype(raw.dtype, np.integer) or raw.dtype == bool
-    return image, grey, *_percentiles(grey, config), integer
+def _statistics(image, config: NormalizeConfig) -> tuple[_Sample, np.ndarray, float, float]:
+    """An image's sample, its grey pixels and their percentiles: what every rule starts from."""
+    sample = _Sample.of(image, config.channel)
+    grey = _grey(sample.pixels)
+    return sample, grey, *sample.bounds(grey, config)
 
 
-def _contrast(grey: np.ndarray, lo: float, hi: float, integer: bool) -> float:
-    sigma = _noise(_subsample(grey), integer)
-    return (hi - lo) / sigma if sigma > 0 else (np.inf if hi > lo else 0.0)
+def _scaling(
+    sample: _Sample, grey: np.ndarray, lo: float, hi: float, config: NormalizeConfig
+) -> Scaling:
+    if config.invert == "auto":
+        invert = _polarity(sample, grey, lo, hi).inverts
+    else:
+        invert = config.invert == "always"
+    if config.channels == "grey":
+        bounds: tuple[tuple[float, float], ...] = ((lo, hi),)
+    else:
+        px = sample.pixels
+        rgb = px if px.ndim == 3 else np.repeat(px[..., None], 3, axis=-1)
+        bounds = tuple(sample.bounds(c, config) for c in np.moveaxis(rgb, -1, 0))
+    return Scaling(config.channel, config.channels == "grey", bounds, invert)
+
+
+def scaling(image, config: NormalizeConfig | ModelConfig | None = None) -> Scaling | None:
+    """How :func:`normalize` scales ``image``, or None for an image without structure (a
+    :func:`contrast` under :data:`MIN_CONTRAST`: flat, or noise alone, which scaling would
+    stretch into blobs).
+
+    Parameters
+    ----------
+    image : array-like, (H, W), (H, W, 3), (H, W, 4) or, with a channel, (H, W, C)
+        A numpy array, or a lazy one (Zarr, Dask, tifffile's Zarr store): it is read only
+        at a regular subsample and a central crop.
+    config : NormalizeConfig or ModelConfig, optional
+    """
+    config = _config(config)
+    sample, grey, lo, hi = _statistics(image, config)
+    if sample.contrast(grey, lo, hi) < MIN_CONTRAST:
+        return None
+    return _scaling(sample, grey, lo, hi, config)
 
 
 def contrast(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None) -> float:
@@ -322,8 +421,8 @@ def contrast(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = N
     to the edges of nuclei), and at least the quantisation noise of an integer
     image (1/sqrt(12) of a grey level). Compare with :data:`MIN_CONTRAST`.
     """
-    _, grey, lo, hi, integer = _prepared(image, _config(config))
-    return _contrast(grey, lo, hi, integer)
+    sample, grey, lo, hi = _statistics(image, _config(config))
+    return sample.contrast(grey, lo, hi)
 
 
 def polarity(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None) -> Polarity:
@@ -341,8 +440,7 @@ def polarity(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = N
     ValueError
         As :func:`normalize`.
     """
-    image, grey, lo, hi, integer = _prepared(image, _config(config))
-    return _polarity(image, grey, lo, hi, integer)
+    return _polarity(*_statistics(image, _config(config)))
 
 
 def should_invert(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None) -> bool:
@@ -355,7 +453,9 @@ def should_invert(image: np.ndarray, config: NormalizeConfig | ModelConfig | Non
     config : NormalizeConfig or ModelConfig, optional
     """
     config = _config(config)
-    return _inverts(*_prepared(image, config), config)
+    if config.invert != "auto":
+        return config.invert == "always"
+    return polarity(image, config).inverts
 
 
 def _config(config: NormalizeConfig | ModelConfig | None) -> NormalizeConfig:
@@ -391,37 +491,13 @@ def normalize(image: np.ndarray, config: NormalizeConfig | ModelConfig | None = 
         ``config.channel`` the image does not have (the message gives its count).
     """
     config = _config(config)
-    image, grey, lo, hi, integer = _prepared(image, config)
-    return _normalized(image, grey, lo, hi, integer, config)
+    return _scaling(*_statistics(image, config), config).apply(image)
 
 
 def network_input(
     image: np.ndarray, config: NormalizeConfig | ModelConfig | None = None
 ) -> np.ndarray | None:
     """:func:`normalize`, or None for an image without structure (a :func:`contrast` under
-    :data:`MIN_CONTRAST`: flat, or noise alone, which scaling would stretch into blobs).
-    The image is validated and its percentiles taken once for both."""
-    config = _config(config)
-    image, grey, lo, hi, integer = _prepared(image, config)
-    if _contrast(grey, lo, hi, integer) < MIN_CONTRAST:
-        return None
-    return _normalized(image, grey, lo, hi, integer, config)
-
-
-def _normalized(
-    image: np.ndarray,
-    grey: np.ndarray,
-    lo: float,
-    hi: float,
-    integer: bool,
-    config: NormalizeConfig,
-) -> np.ndarray:
-    invert = _inverts(image, grey, lo, hi, integer, config)
-    if config.channels == "grey":
-        out = _scale(grey, lo, hi)[None]
-    else:
-        rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
-        out = np.stack([_scale(c, *_percentiles(c, config)) for c in np.moveaxis(rgb, -1, 0)])
-    if invert:
-        out = np.float32(1) - out
-    return np.ascontiguousarray(out, dtype=np.float32)
+    :data:`MIN_CONTRAST`: flat, or noise alone, which scaling would stretch into blobs)."""
+    found = scaling(image, config)
+    return None if found is None else found.apply(image)
