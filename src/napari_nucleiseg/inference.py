@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .devices import memory_format, resolve_device
-from .preprocess import network_input
+from .preprocess import Scaling, scaling
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
@@ -119,6 +119,30 @@ def tile_side(height: int, width: int, tile_size: int | None = None) -> int:
     return max(height, width) if height * width <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE
 
 
+def reflected(start: int, stop: int, length: int) -> np.ndarray:
+    """Indices into an axis of ``length`` of positions ``start..stop-1`` of that axis padded
+    at its end as ``np.pad(mode="reflect")`` pads it ("edge" for a length of 1)."""
+    index = np.arange(start, stop)
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    index = index % period
+    return np.where(index >= length, period - index, index)
+
+
+def _tile_input(image, scaling: Scaling, y: int, x: int, th: int, tw: int) -> np.ndarray:
+    """The normalised tile at (y, x) of the image padded by reflection: (C, th, tw) float32.
+
+    Only the rows and columns the tile needs are read, so ``image`` may be lazy."""
+    h, w = image.shape[:2]
+    rows, cols = reflected(y, y + th, h), reflected(x, x + tw, w)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    region = scaling.apply(np.asarray(image[r0:r1, c0:c1]))
+    if r1 - r0 == th and c1 - c0 == tw and rows[0] == r0 and cols[0] == c0:
+        return region  # inside the image: no padding
+    return np.ascontiguousarray(region[:, (rows - r0)[:, None], (cols - c0)[None, :]])
+
+
 def predict_maps(
     model: SegmentationModel,
     config: ModelConfig,
@@ -134,8 +158,9 @@ def predict_maps(
 
     Normalises with ``config.normalization``, pads (by reflection) to the
     network's divisor, cuts tiles that overlap by ``overlap`` pixels, runs them
-    in batches, and blends them with raised-cosine weights, so that peak
-    memory is bounded by the tile size and tile borders leave no seams.
+    in batches, and blends them with raised-cosine weights, so that tile
+    borders leave no seams (:func:`predict_into`, which writes the maps of a
+    huge image where it is told to).
 
     Parameters
     ----------
@@ -169,14 +194,54 @@ def predict_maps(
         flat, or noise alone), where percentile scaling would make nuclei of noise.
     """
     _validate_run(model, config, tile_size, overlap, batch_size)
+    found = scaling(image, config.normalization)
+    out = np.zeros((model.out_channels, *np.shape(image)[:2]), np.float32)
+    if found is not None:
+        yield from predict_into(
+            model, found, image, out, device=device, tile_size=tile_size, overlap=overlap,
+            batch_size=batch_size, tta=tta,
+        )  # fmt: skip
+    return out
+
+
+def predict_into(
+    model: SegmentationModel,
+    scaling: Scaling,
+    image,
+    out,
+    *,
+    device: str | torch.device | None = None,
+    tile_size: int | None = None,
+    overlap: int = 96,
+    batch_size: int = 4,
+    tta: bool = False,
+) -> Generator[tuple[int, int], None, None]:
+    """Write the probability maps of ``image`` into ``out``, a band of tiles at a time.
+
+    What :func:`predict_maps` computes, value for value, with memory for one
+    band of tiles (a tile's height by the image's width) rather than the
+    image: ``image`` may be lazy (Zarr, Dask, tifffile's Zarr store: only the
+    tiles' regions are read) and ``out`` a Zarr array on disk.
+
+    Parameters
+    ----------
+    scaling : Scaling
+        The whole image's normalisation (:func:`~napari_nucleiseg.preprocess.scaling`).
+    image : array-like, (H, W[, C])
+    out : array-like, (model.out_channels, H, W), float32
+        Written row band by row band, each row once.
+    device, tile_size, overlap, batch_size, tta
+        As :func:`predict_maps`.
+
+    Yields
+    ------
+    (done, total) : (int, int)
+        Forward passes done and to do, after each batch.
+    """
     dev = model_device(model) if device is None else resolve_device(device)
-    x = network_input(image, config.normalization)
-    if x is None:
-        return np.zeros((model.out_channels, *np.shape(image)[:2]), np.float32)
-    c, h, w = x.shape
+    h, w = image.shape[:2]
     div = model.divisor
     ph, pw = -(-h // div) * div, -(-w // div) * div
-    x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect" if min(h, w) > 1 else "edge")
     tile = max(div, tile_side(ph, pw, tile_size) // div * div)
     th, tw = min(tile, ph), min(tile, pw)
     ys, xs = tile_starts(ph, th, overlap, div), tile_starts(pw, tw, overlap, div)
@@ -188,7 +253,20 @@ def predict_maps(
         norm_y[y : y + th] += wy[y]
     for x0 in xs:
         norm_x[x0 : x0 + tw] += wx[x0]
-    out = np.zeros((model.out_channels, ph, pw), dtype=np.float32)
+    band_top, band = ys[0], np.zeros((model.out_channels, th, pw), np.float32)
+
+    def flush(stop: int) -> None:
+        """Write the band's rows above ``stop`` (no later tile reaches them) and drop them."""
+        nonlocal band_top, band
+        end = min(stop, h)
+        if end > band_top:
+            rows = band[:, : end - band_top, :w] / np.outer(norm_y[band_top:end], norm_x[:w])
+            out[:, band_top:end, :] = rows
+        kept = band[:, stop - band_top :]
+        band = np.zeros_like(band)
+        band[:, : kept.shape[1]] = kept
+        band_top = stop
+
     tiles = [(y, x0) for y in ys for x0 in xs]
     flips = _FLIPS if tta else _FLIPS[:1]
     total = len(tiles) * len(flips)
@@ -200,7 +278,9 @@ def predict_maps(
             done = 0
             for i in range(0, len(tiles), batch_size):
                 batch = tiles[i : i + batch_size]
-                xb = torch.from_numpy(np.stack([x[:, y : y + th, x0 : x0 + tw] for y, x0 in batch]))
+                xb = torch.from_numpy(
+                    np.stack([_tile_input(image, scaling, y, x0, th, tw) for y, x0 in batch])
+                )
                 xb = xb.to(dev, memory_format=layout)
                 prob = torch.zeros((len(batch), model.out_channels, th, tw), device=dev)
                 for dims in flips:
@@ -210,9 +290,10 @@ def predict_maps(
                     done += len(batch)
                 prob = (prob / len(flips)).cpu().numpy()
                 for (y, x0), p in zip(batch, prob, strict=True):
-                    out[:, y : y + th, x0 : x0 + tw] += p * np.outer(wy[y], wx[x0])
+                    if y != band_top:  # a new row of tiles: the rows above it are final
+                        flush(y)
+                    band[:, :, x0 : x0 + tw] += p * np.outer(wy[y], wx[x0])
                 yield done, total
     finally:
         model.train(was_training)
-    out /= np.outer(norm_y, norm_x)
-    return np.ascontiguousarray(out[:, :h, :w])
+    flush(ph)
