@@ -105,9 +105,35 @@ def labels_from_maps(
     if orphan.any():
         extra, _ = ndi.label(orphan)
         seed_labels = np.where(orphan, extra + seed_labels.max(), seed_labels)
-    labels = watershed(-body, seed_labels, mask=mask)
+    labels = watershed(flood_order(body, mask), seed_labels, mask=mask)
     labels = _drop_small(labels, post.min_size)
     return _relabel(labels)
+
+
+#: 1.0 as the bits of a float32: a probability's bits, as an integer, grow with it
+_ONE_BITS = int(np.float32(1).view(np.uint32))
+
+
+def flood_order(body: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The watershed's priorities: the highest body probability first, ties in row-major order.
+
+    scikit-image breaks ties between its markers by the state of its heap, which holds
+    every nucleus of the image: where probabilities saturate at 1.0, a clump's nuclei then
+    depend on the rest of the image. Ordering ties by position makes them depend on the
+    clump alone, which is what post-processing in chunks needs to be exact (``stitch``).
+    The keys are whole numbers below 2**53, exact as float64.
+    """
+    n = body.size
+    position = np.arange(n, dtype=np.float64).reshape(body.shape)
+    if (_ONE_BITS + 1) * n < 2**53:
+        bits = np.clip(body, 0, 1).astype(np.float32).view(np.uint32)
+        return (_ONE_BITS - bits).astype(np.float64) * n + position
+    # a huge image: the rank of its values in the mask instead of their bits
+    rank = np.zeros(body.shape, np.float64)
+    _, rank[mask] = np.unique(-body[mask], return_inverse=True)
+    if n * n >= 2**53:
+        raise ValueError(f"maps of {body.shape} are too large to post-process at once")
+    return rank * n + position
 
 
 def split_by_shape(seed_labels: np.ndarray, depth: float, sigma: float = 1.0) -> np.ndarray:
