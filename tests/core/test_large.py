@@ -1,0 +1,115 @@
+"""An image segmented in bounded memory (large.py) holds exactly the nuclei of segment()."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import small_sample_folders
+from napari_nucleiseg.inference import drain
+from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.large import segment_large, segment_large_array, zarr_array
+from napari_nucleiseg.models import load_model
+from napari_nucleiseg.pipeline import Cancelled, segment
+from napari_nucleiseg.stitch import canonical
+
+zarr = pytest.importorskip("zarr")
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return load_model("dsb2018-unet")
+
+
+def mosaic(colour: bool) -> np.ndarray:
+    """A 700x900 mosaic of the real samples (flipped copies fill it), grey or RGB."""
+    images = []
+    for folder in small_sample_folders():
+        image = read_sample(folder).image[..., :3]
+        images.append(image if colour else image.mean(axis=-1).astype(np.uint8))
+    side = 256
+    out = np.zeros((700, 900, 3) if colour else (700, 900), np.uint8)
+    k = 0
+    for y in range(0, 700, side):
+        for x in range(0, 900, side):
+            tile = images[k % len(images)][:side, :side]
+            tile = tile[::-1] if k % 2 else tile
+            h, w = min(side, 700 - y, tile.shape[0]), min(side, 900 - x, tile.shape[1])
+            out[y : y + h, x : x + w] = tile[:h, :w]
+            k += 1
+    return out
+
+
+def whole(unet, image, **options) -> np.ndarray:
+    model, config = unet
+    _, (labels,) = drain(segment(model, config, image, **options))
+    return canonical(labels)
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_bounded_path_equals_segment_exactly(unet, colour):
+    """Network tiles of 256 px (bands, reflection at the bottom and right) and
+    post-processing chunks of 300 px with a 40-px halo: the nuclei of segment()."""
+    model, config = unet
+    image = mosaic(colour)
+    expected = whole(unet, image, tile_size=256)
+    assert expected.max() > 50
+    got = segment_large_array(model, config, image, tile_size=256, chunk=300, halo=40)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_tiled_tiff_read_lazily_into_zarr_labels(unet, tmp_path):
+    model, config = unet
+    image = mosaic(False)
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, image, tile=(128, 128), compression="zlib")
+    store = tifffile.imread(path, aszarr=True)
+    try:
+        lazy = zarr.open(store, mode="r")
+        labels = zarr_array(tmp_path / "labels.zarr", image.shape, "u4", chunk=256)
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        steps = []
+        n = drain(
+            segment_large(model, config, lazy, labels, tile_size=512, chunk=256, scratch=scratch),
+            steps.append,
+        )
+    finally:
+        store.close()
+    expected = whole(unet, image, tile_size=512)
+    assert n == expected.max()
+    np.testing.assert_array_equal(labels[:], expected)
+    assert list(scratch.iterdir()) == []  # the maps are gone
+    fractions = [s.fraction for s in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("tile" in s.text for s in steps) and any("post-processing" in s.text for s in steps)
+
+
+def test_flat_image_has_no_nuclei(unet):
+    model, config = unet
+    labels = segment_large_array(model, config, np.full((300, 400), 37, np.uint8))
+    assert labels.max() == 0
+
+
+def test_cancel_stops_and_leaves_no_maps(unet, tmp_path):
+    model, config = unet
+    stop = threading.Event()
+    run = segment_large(
+        model, config, mosaic(False), np.zeros((700, 900), np.uint32),
+        tile_size=256, stop=stop, scratch=tmp_path,
+    )  # fmt: skip
+    next(run)
+    stop.set()
+    with pytest.raises(Cancelled):
+        drain(run)
+    assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_a_size_that_needs_resizing_is_refused_in_one_line(unet):
+    model, config = unet
+    with pytest.raises(ValueError, match="resizing by .*--diameter none"):
+        segment_large_array(model, config, mosaic(False), diameter=120)
