@@ -177,16 +177,22 @@ def pad16(size: tuple[int, int]) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------ memory and seams
-def mosaic(side: int) -> np.ndarray:
-    """A side x side grey mosaic of the 1024x1024 real images (brightfield and fluorescence)."""
+def mosaic_tiles(n: int = 16) -> list[np.ndarray]:
+    """The first ``n`` grey 1024x1024 real images (brightfield and fluorescence)."""
+    from napari_nucleiseg.io.images import png_header
+
     tiles = []
     for folder in list_samples(DATA / "stage1_train"):
-        from napari_nucleiseg.io.images import png_header
-
         if png_header(image_path(folder))[1] == (1024, 1024):
             tiles.append(read_image_file(image_path(folder))[..., 0])
-        if len(tiles) * 1024 * 1024 >= side * side or len(tiles) == 16:
+        if len(tiles) == n:
             break
+    return tiles
+
+
+def mosaic(side: int) -> np.ndarray:
+    """A side x side grey mosaic of the 1024x1024 real images (brightfield and fluorescence)."""
+    tiles = mosaic_tiles(max(1, min(16, (side // 1024) ** 2)))
     n = side // 1024 if side >= 1024 else 1
     out = np.zeros((max(side, 1024), max(side, 1024)), np.uint8)
     for k in range(n * n):
@@ -242,6 +248,85 @@ def memory(name: str) -> None:
         f"{same.score:.4f}, AP@0.9 {same.ap[8]:.4f}; pixels labelled alike (foreground) "
         f"{np.mean((whole > 0) == (tiled > 0)):.5f}."
     )
+
+
+# ------------------------------------------------------------------ large images
+def write_mosaic_tiff(path: Path, side: int) -> None:
+    """A side x side tiled TIFF of the real 1024x1024 images, written a tile at a time."""
+    import tifffile
+
+    tiles = mosaic_tiles()
+    n = side // 1024
+    tifffile.imwrite(
+        path, data=(tiles[k % len(tiles)] for k in range(n * n)), shape=(side, side),
+        dtype=np.uint8, tile=(1024, 1024), bigtiff=True,
+    )  # fmt: skip
+
+
+def large_child(name: str, path: str, mode: str, out: str) -> None:
+    """Run in a fresh process: segment the TIFF at ``path`` in bounded memory (``mode``
+    "bounded": read lazily, labels to Zarr at ``out``) or whole in memory ("whole": labels
+    to ``out`` as .npy); print JSON with time and peak RSS."""
+    import tifffile
+    import zarr
+
+    from napari_nucleiseg.large import label_array_dtype, segment_large, zarr_array
+
+    model, config = load_model(name)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    if mode == "bounded":
+        store = tifffile.imread(path, aszarr=True)
+        image = zarr.open(store, mode="r")
+        labels = zarr_array(out, image.shape, label_array_dtype(*image.shape))
+        nuclei = drain(segment_large(model, config, image, labels, scratch=Path(out).parent))
+        store.close()
+    else:
+        image = tifffile.imread(path)
+        _, (labels,) = drain(segment(model, config, image))
+        nuclei = int(labels.max())
+        np.save(out, labels)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_mib": peak, "before_mib": base, "nuclei": nuclei}))
+
+
+def _child(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def large(name: str, sides: list[int]) -> None:
+    """Huge mosaics segmented in bounded memory; at 8192 also whole in memory, in the same
+    run, and the two label images compared (the same nuclei: canonical forms equal)."""
+    import tempfile
+
+    import zarr
+
+    from napari_nucleiseg.stitch import canonical
+
+    print(f"\n## Large images ({name}, CPU, diameter none)\n")
+    print("| image | path | seconds | peak resident MiB | before MiB | nuclei |")
+    print("|---|---|---|---|---|---|")
+    for side in sides:
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+            tiff = Path(tmp) / "mosaic.tif"
+            write_mosaic_tiff(tiff, side)
+            runs = {"bounded": _child("--child-large", name, str(tiff), "bounded", f"{tmp}/l.zarr")}
+            if side <= 8192:
+                runs["whole"] = _child("--child-large", name, str(tiff), "whole", f"{tmp}/l.npy")
+            for mode, r in runs.items():
+                print(
+                    f"| {side}x{side} | {mode} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | "
+                    f"{r['before_mib']:.0f} | {r['nuclei']} |"
+                )
+            if "whole" in runs:
+                same = np.array_equal(
+                    zarr.open(f"{tmp}/l.zarr", mode="r")[:], canonical(np.load(f"{tmp}/l.npy"))
+                )
+                print(f"\n{side}x{side}: bounded labels equal the whole-image labels: {same}\n")
 
 
 # ------------------------------------------------------------------ ablations
@@ -368,13 +453,23 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-memory":
         memory_child(sys.argv[2], int(sys.argv[3]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-large":
+        large_child(*sys.argv[2:6])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None, help="shipped names or checkpoints")
     parser.add_argument(
         "--sections",
         nargs="+",
         default=["accuracy", "split", "tta", "speed", "memory", "outputs", "cluster"],
-        choices=["accuracy", "split", "tta", "speed", "memory", "outputs", "cluster"],
+        choices=["accuracy", "split", "tta", "speed", "memory", "large", "outputs", "cluster"],
+    )
+    parser.add_argument(
+        "--large-sides",
+        type=int,
+        nargs="+",
+        default=[8192, 32768],
+        help="sides of the large section",
     )
     parser.add_argument("--images", type=int, default=200, help="images of the cluster section")
     parser.add_argument(
@@ -399,6 +494,8 @@ def main() -> None:
         speed(models, devices, args.repeats)
     if "memory" in args.sections:
         memory(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
+    if "large" in args.sections:
+        large(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.large_sides)
     if "outputs" in args.sections:
         outputs(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0], args.repeats)
     if "cluster" in args.sections:

@@ -12,6 +12,7 @@ the batch's measurement table and submission at the end.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,13 +22,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import FileProblem, NucleisegError
-from .io.atomic import check_writable_folder, file_problem, remove_stale, same_file
+from .io.atomic import (
+    check_writable_folder,
+    file_problem,
+    partial_path,
+    remove_stale,
+    same_file,
+)
 from .io.formats import output_paths, parse_formats, write_outputs
-from .io.images import image_shape, read_image_file, read_intensity_image, read_label_image
+from .io.images import (
+    image_shape,
+    open_lazily,
+    read_image_file,
+    read_intensity_image,
+    read_label_image,
+)
 from .io.inputs import collect_images
 from .io.metadata import pixel_size_for
 from .io.microscope import MICROSCOPE_SUFFIXES
 from .io.rle import labels_to_rles, write_submission_rows
+from .large import LARGE_PIXELS
 from .measure import measure, pixel_spacing, write_table
 from .pipeline import Progress, relay
 from .preprocess import NormalizeConfig, channel_problem
@@ -36,6 +50,8 @@ if TYPE_CHECKING:  # the models import PyTorch
     from .models.choice import ModelChoice
 
 MEASUREMENTS = "measurements.csv"
+#: the formats written for images over LARGE_PIXELS (from labels on disk, a tile at a time)
+LARGE_ONLY = frozenset({"tiff", "ome-tiff", "ome-zarr"})
 
 
 @dataclass
@@ -133,6 +149,15 @@ def plan_batch(
     pixel_sizes, shapes = {}, {}
     for image_id, path in found:  # a bad input is refused before the first image runs
         shapes[image_id] = image_shape(path)
+        large = is_large(shapes[image_id])
+        if large and (measure_to or submission or not LARGE_ONLY.issuperset(formats)):
+            h, w = shapes[image_id][:2]
+            raise FileProblem(
+                path,
+                f"is {h}x{w}: images over {LARGE_PIXELS} pixels give label images only (formats "
+                f"{', '.join(sorted(LARGE_ONLY))}); outlines, measurements and submissions of "
+                "them are not made yet",
+            )
         problem = channel_problem(shapes[image_id], normalization and normalization.channel)
         if problem:
             raise FileProblem(path, problem)
@@ -210,6 +235,8 @@ class ImageJob:
     measure: bool
     submission: bool
     normalization: NormalizeConfig | None = None  #: the run's, in place of the model's
+    #: over :data:`~napari_nucleiseg.large.LARGE_PIXELS`: segmented in bounded memory
+    large: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +261,7 @@ def image_jobs(plan: BatchPlan) -> list[ImageJob]:
             measure=plan.table is not None,
             submission=plan.submission is not None,
             normalization=plan.normalization,
+            large=is_large(plan.shapes[image_id]),
         )  # fmt: skip
         for image_id, path in plan.todo
     ]
@@ -249,6 +277,8 @@ def prepare_output(plan: BatchPlan) -> None:
     check_writable_folder(out)
     for path in plan.written:
         remove_stale(path)
+    for image_id, _ in plan.inputs:
+        remove_stale(scratch_path(plan.output, image_id))
 
 
 def segment_image(
@@ -262,6 +292,8 @@ def segment_image(
     """
     from .pipeline import segment
 
+    if job.large:
+        return (yield from _segment_large_image(job, models, **options))
     image = read_image_file(job.path)
     name, model, config = models.for_image(image)
     if job.normalization is not None:  # a polarity or channel chosen for the run
@@ -273,6 +305,48 @@ def segment_image(
     write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size, table=table)
     rles = labels_to_rles(labels) if job.submission else None
     return ImageResult(job.image_id, int(labels.max()), table, rles, name)
+
+
+def is_large(shape: tuple[int, ...]) -> bool:
+    """Whether an image of ``shape`` is segmented in bounded memory (:mod:`.large`)."""
+    return shape[0] * shape[1] > LARGE_PIXELS
+
+
+def scratch_path(output: Path, image_id: str) -> Path:
+    """The folder of a large image's maps and labels while it is segmented; a hidden
+    :func:`~napari_nucleiseg.io.atomic.partial_path`, removed when its process is gone."""
+    return partial_path(output / f"{image_id}.scratch")
+
+
+def _segment_large_image(
+    job: ImageJob, models: ModelChoice, **options
+) -> Generator[Progress, None, ImageResult]:
+    """:func:`segment_image` for an image over ``LARGE_PIXELS``: read lazily (a TIFF through
+    tifffile's Zarr store), maps and labels in a scratch folder beside the outputs, each
+    output written from them a tile or chunk at a time."""
+    from .large import label_array_dtype, segment_large, zarr_array
+
+    image, close = open_lazily(job.path)
+    scratch = scratch_path(next(iter(job.targets.values())).parent, job.image_id)
+    try:
+        name, model, config = models.for_image(image)
+        if job.normalization is not None:
+            config = replace(config, normalization=job.normalization)
+        scratch.mkdir(parents=True, exist_ok=True)
+        labels = zarr_array(
+            scratch / "labels.zarr", image.shape[:2], label_array_dtype(*image.shape[:2])
+        )
+        try:
+            nuclei = yield from segment_large(
+                model, config, image, labels, scratch=scratch, **options
+            )
+        except ValueError as exc:
+            raise FileProblem(job.path, str(exc)) from None
+        write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size)
+    finally:
+        close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return ImageResult(job.image_id, nuclei, None, None, name)
 
 
 def _intensities(path: Path, image: np.ndarray) -> np.ndarray:

@@ -41,8 +41,9 @@ from .stitch import stitched_labels
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
 
-#: images of more pixels than this are segmented by :func:`segment_large` (the command line)
-LARGE_PIXELS = 4096 * 4096
+#: images of more pixels than this are segmented by :func:`segment_large` (the command line
+#: and the batch); the environment variable NUCLEISEG_LARGE_PIXELS sets another bound
+LARGE_PIXELS = int(os.environ.get("NUCLEISEG_LARGE_PIXELS", 4096 * 4096))
 #: side of the post-processing chunks and of the Zarr chunks of maps and labels
 CHUNK = 1024
 #: context around each chunk (px): clumps of nuclei up to about this size are resolved in
@@ -63,8 +64,8 @@ def zarr_array(path: str | os.PathLike, shape: tuple[int, ...], dtype, chunk: in
     import zarr
 
     chunks = (*shape[:-2], min(chunk, shape[-2]), min(chunk, shape[-1]))
-    return zarr.create_array(
-        str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0, overwrite=True
+    return zarr.open_array(
+        store=str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -113,3 +116,50 @@ def test_a_size_that_needs_resizing_is_refused_in_one_line(unet):
     model, config = unet
     with pytest.raises(ValueError, match="resizing by .*--diameter none"):
         segment_large_array(model, config, mosaic(False), diameter=120)
+
+
+def cli(*args, large_pixels: int | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if large_pixels is not None:
+        env["NUCLEISEG_LARGE_PIXELS"] = str(large_pixels)
+    command = [sys.executable, "-m", "napari_nucleiseg.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_predict_segments_a_large_tiff_in_bounded_memory_as_in_memory(tmp_path):
+    """The user's path: ``nucleiseg predict`` on a TIFF over the bound (set low here) writes
+    TIFF, OME-TIFF and OME-Zarr labels from disk, with the nuclei of the in-memory run."""
+    image = mosaic(False)
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, image, tile=(256, 256))
+    formats = "tiff,ome-tiff,ome-zarr"
+    large = cli("predict", path, "-o", tmp_path / "large", "--format", formats, large_pixels=10**5)
+    assert large.returncode == 0, large.stderr
+    small = cli("predict", path, "-o", tmp_path / "small", "--format", "tiff")
+    assert small.returncode == 0, small.stderr
+    expected = canonical(tifffile.imread(tmp_path / "small" / "mosaic.tif"))
+    assert expected.max() > 50
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "large" / "mosaic.tif"), expected)
+    with tifffile.TiffFile(tmp_path / "large" / "mosaic.ome.tif") as tif:
+        assert tif.is_ome
+        np.testing.assert_array_equal(tif.asarray(), expected)
+    group = zarr.open_group(
+        str(tmp_path / "large" / "mosaic.ome.zarr" / "labels" / "nuclei"), mode="r"
+    )
+    level0 = group.attrs["multiscales"][0]["datasets"][0]["path"]
+    np.testing.assert_array_equal(group[level0][:], expected)
+    # nothing is left of the maps and labels the run kept on disk
+    assert sorted(p.name for p in (tmp_path / "large").iterdir()) == [
+        "mosaic.ome.tif", "mosaic.ome.zarr", "mosaic.tif",
+    ]  # fmt: skip
+
+
+def test_outlines_of_a_large_image_are_refused_before_anything_runs(tmp_path):
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, mosaic(False))
+    result = cli(
+        "predict", path, "-o", tmp_path / "out", "--format", "tiff,roi", large_pixels=10**5
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "mosaic.tif" in result.stderr and "label images only" in result.stderr
+    assert not (tmp_path / "out").exists()

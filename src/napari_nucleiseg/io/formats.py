@@ -35,7 +35,7 @@ from .atomic import (
     write_atomically,
     write_text_atomically,
 )
-from .images import label_dtype, write_label_tiff
+from .images import label_dtype, tiff_labels, write_label_tiff
 from .outlines import Outline, label_outlines
 
 FORMATS = ("tiff", "roi", "geojson", "ome-tiff", "ome-zarr")
@@ -211,8 +211,6 @@ def write_ome_tiff(
     """An OME-TIFF of the labels, its OME-XML carrying the pixel size in µm."""
     import tifffile
 
-    labels = np.asarray(labels)
-    labels = labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
     metadata: dict = {"axes": "YX", "Name": "nuclei"}
     if pixel_size is not None:
         metadata.update(
@@ -224,8 +222,13 @@ def write_ome_tiff(
     return write_atomically(
         path,
         lambda tmp: tifffile.imwrite(
-            tmp, labels, ome=True, photometric="minisblack", compression="zlib", metadata=metadata
-        ),
+            tmp,
+            **tiff_labels(labels),
+            ome=True,
+            photometric="minisblack",
+            compression="zlib",
+            metadata=metadata,
+        ),  # fmt: skip
     )
 
 
@@ -233,6 +236,16 @@ def _pyramid(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Downsampling factors while the smaller side stays at 256 px or more."""
     side = min(shape[:2])
     return tuple(f for f in (2, 4, 8, 16) if side // f >= 256)
+
+
+def _in_memory_or_dask(array):
+    """A numpy array as it is; labels or an image on disk (Zarr) as a Dask array, which
+    ome-zarr writes a chunk at a time."""
+    if isinstance(array, np.ndarray) or not hasattr(array, "chunks"):
+        return np.asarray(array)
+    import dask.array as da
+
+    return array if isinstance(array, da.Array) else da.from_array(array, chunks=array.chunks)
 
 
 def write_ome_zarr(
@@ -257,9 +270,9 @@ def write_ome_zarr(
     except ImportError:
         raise NucleisegError(f"the ome-zarr format needs its extra: {_OME_ZARR_EXTRA}") from None
     path = Path(path)
-    labels = np.asarray(labels)
-    labels = labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
-    base = labels if image is None else np.asarray(image)
+    labels, image = _in_memory_or_dask(labels), None if image is None else _in_memory_or_dask(image)
+    labels = labels.astype(label_dtype(int(labels.max())))
+    base = labels if image is None else image
     if base.ndim == 3:
         base = np.moveaxis(base[..., :3], -1, 0)
     axes = "cyx" if base.ndim == 3 else "yx"

@@ -201,15 +201,48 @@ def label_dtype(n_labels: int) -> np.dtype:
     return np.dtype(np.uint16) if n_labels <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
-def write_label_tiff(path: str | Path, labels: np.ndarray, *, overwrite: bool = False) -> Path:
+#: tile side of TIFFs written from labels on disk (Zarr): one tile in memory at a time
+TIFF_TILE = 1024
+
+
+def tiff_labels(labels) -> dict:
+    """What ``tifffile.imwrite`` takes to write instance labels, as uint16 (uint32 beyond
+    65,535 labels): a numpy array itself; labels on disk (Zarr, Dask) tile by tile into a
+    tiled BigTIFF, read twice (their largest label, then the tiles), never whole."""
+    if isinstance(labels, np.ndarray):
+        return {"data": labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)}
+    height, width = labels.shape
+    t = TIFF_TILE
+    corners = [(y, x) for y in range(0, height, t) for x in range(0, width, t)]
+    top = max(int(np.asarray(labels[y : y + t, x : x + t]).max(initial=0)) for y, x in corners)
+    dtype = label_dtype(top)
+
+    def tiles():
+        for y, x in corners:
+            block = np.asarray(labels[y : y + t, x : x + t])
+            tile = np.zeros((t, t), dtype)
+            tile[: block.shape[0], : block.shape[1]] = block
+            yield tile
+
+    return {
+        "data": tiles(),
+        "shape": (height, width),
+        "dtype": dtype,
+        "tile": (t, t),
+        "bigtiff": True,
+    }
+
+
+def write_label_tiff(path: str | Path, labels, *, overwrite: bool = False) -> Path:
     """Write an instance-label image as one compressed TIFF, atomically.
 
     Parameters
     ----------
     path : path-like
         The ``.tif`` file; its folder is created when missing.
-    labels : (H, W) ndarray of int
-        Stored as uint16 (uint32 when a label exceeds 65,535).
+    labels : (H, W) ndarray of int, or labels on disk (Zarr, Dask)
+        Stored as uint16 (uint32 when a label exceeds 65,535); labels on disk are
+        written a tile at a time (:func:`tiff_labels`).
     overwrite : bool
         Replace an existing file; refused by default.
 
@@ -225,17 +258,19 @@ def write_label_tiff(path: str | Path, labels: np.ndarray, *, overwrite: bool = 
         The labels are not a 2-D integer image.
     """
     path = Path(path)
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+    if not hasattr(labels, "dtype"):
+        labels = np.asarray(labels)
+    if len(labels.shape) != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a 2-D integer image, got {labels.shape} {labels.dtype}")
     if path.exists() and not overwrite:
         raise FileProblem(path, "already exists")
-    labels = labels.astype(label_dtype(int(labels.max(initial=0))), copy=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise file_problem(path.parent, exc, "created") from None
-    return write_atomically(path, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
+    return write_atomically(
+        path, lambda tmp: tifffile.imwrite(tmp, **tiff_labels(labels), compression="zlib")
+    )
 
 
 def _image_file(path: str | Path) -> Path:
@@ -323,6 +358,33 @@ def read_image_file(path: str | Path) -> np.ndarray:
     if array.dtype == bool:
         array = array.astype(np.uint8)
     return array
+
+
+def open_lazily(path: str | Path):
+    """An image file as an array read only where it is indexed, and the function that
+    closes it: a TIFF through tifffile's Zarr store (a tiled TIFF reads a tile at a time),
+    any other file read whole (:func:`read_image_file`) with nothing to close.
+
+    Raises
+    ------
+    FileProblem
+        As :func:`image_shape`.
+    """
+    path = _image_file(path)
+    shape = image_shape(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return read_image_file(path), lambda: None
+    import zarr
+
+    try:
+        store = tifffile.imread(path, aszarr=True, series=0, level=0)
+        array = zarr.open(store, mode="r")
+    except Exception as exc:  # tifffile raises many types on a corrupt file
+        raise FileProblem(path, f"cannot be read as TIFF ({exc})") from None
+    if tuple(array.shape) != shape:
+        store.close()
+        raise FileProblem(path, f"has shape {tuple(array.shape)}: expected one 2-D image")
+    return array, store.close
 
 
 #: channel axes of a TIFF series (tifffile's names): C channel, S sample, Q unknown
