@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 WHOLE_IMAGE_PIXELS = 1536 * 1536
 #: tile side used for larger images when ``tile_size=None``
 DEFAULT_TILE = 1024
+#: columns of the maps written at once (bounds the temporaries of a wide image's band)
+FLUSH_COLUMNS = 4096
 #: the four flips of test-time augmentation, as tensor dims to flip
 _FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
@@ -256,15 +258,17 @@ def predict_into(
     band_top, band = ys[0], np.zeros((model.out_channels, th, pw), np.float32)
 
     def flush(stop: int) -> None:
-        """Write the band's rows above ``stop`` (no later tile reaches them) and drop them."""
-        nonlocal band_top, band
+        """Write the band's rows above ``stop`` (no later tile reaches them) and drop them,
+        a block of columns at a time (no band-sized temporaries)."""
+        nonlocal band_top
         end = min(stop, h)
-        if end > band_top:
-            rows = band[:, : end - band_top, :w] / np.outer(norm_y[band_top:end], norm_x[:w])
-            out[:, band_top:end, :] = rows
-        kept = band[:, stop - band_top :]
-        band = np.zeros_like(band)
-        band[:, : kept.shape[1]] = kept
+        for x0 in range(0, w, FLUSH_COLUMNS):
+            x1 = min(x0 + FLUSH_COLUMNS, w)
+            weight = np.outer(norm_y[band_top:end], norm_x[x0:x1])
+            out[:, band_top:end, x0:x1] = band[:, : end - band_top, x0:x1] / weight
+        shift = stop - band_top
+        band[:, : th - shift] = band[:, shift:]
+        band[:, th - shift :] = 0
         band_top = stop
 
     tiles = [(y, x0) for y in ys for x0 in xs]
