@@ -111,7 +111,8 @@ def segment_large(
         Zeros (a Zarr array from :func:`zarr_array`, or numpy); written chunk by chunk.
     diameter : float, "auto" or None
         As ``segment``; "auto" estimates the size on the central ``ESTIMATE_SIDE`` square.
-        Only sizes that need no resizing are handled yet (a one-line error otherwise).
+        The image is resized for the network a tile at a time, and the maps back a window
+        at a time, to the values ``segment`` resizes the whole to.
     chunk, halo : int
         Post-processing chunks and their context (the result does not depend on them).
     scratch : path, optional
@@ -140,21 +141,19 @@ def segment_large(
         raise ValueError(f"labels of {labels.dtype} are too narrow for {height}x{width}")
     with stop_switch(model, stop):
         factor = _factor(model, config, image, diameter, post, dev)
+        seen = image  # what the network sees: the image resized so its nuclei are the model's
         if factor != 1.0:
-            raise ValueError(
-                f"the nuclei need resizing by {factor:.2f}x for this model, which images over "
-                f"{LARGE_PIXELS} pixels cannot have yet: pass --diameter none, or resize the image"
-            )
-        found = scaling(image, config.normalization)
+            seen = scale.Resized(image, scale.resized_shape(image.shape, factor), factor < 1)
+            yield Progress(0.0, f"resized {factor:.2f}x")
+        found = scaling(seen, config.normalization)
         if found is None:
             return 0
         folder = Path(tempfile.mkdtemp(prefix=".nucleiseg-maps-", dir=scratch))
         try:
-            maps = zarr_array(
-                folder / "maps.zarr", (model.out_channels, height, width), "f4", chunk
-            )
+            shape = (model.out_channels, *seen.shape[:2])
+            maps = zarr_array(folder / "maps.zarr", shape, "f4", chunk)
             network = predict_into(
-                model, found, image, maps, device=dev, tile_size=tile_size, batch_size=1, tta=tta
+                model, found, seen, maps, device=dev, tile_size=tile_size, batch_size=1, tta=tta
             )
             yield from relay(
                 network,
@@ -162,6 +161,8 @@ def segment_large(
                     NETWORK_SHARE * step[0] / max(step[1], 1), f"tile {step[0]}/{step[1]}"
                 ),
             )
+            if factor != 1.0:  # the maps back at the image's resolution, a window at a time
+                maps = scale.ResizedMaps(maps, (height, width))
             stitching = stitched_labels(maps, labels, post, chunk=chunk, halo=halo, stop=stop)
             return (
                 yield from relay(

@@ -14,7 +14,7 @@ labels of looks at an eighth to full size
 from __future__ import annotations
 
 import numpy as np
-from skimage.transform import resize
+from scipy import ndimage as ndi
 
 #: the median nucleus diameter (px) of DSB2018 stage 1 (9 to 53 px per image, median 20):
 #: what a model without a recorded diameter was trained on
@@ -82,24 +82,122 @@ def target_factor(diameter: float, config) -> float:
     return 1.0 if 1 / TOLERANCE <= factor <= TOLERANCE else factor
 
 
+#: raw pixels read at once when a resized view is computed (bounds its memory)
+_RESIZE_BLOCK_PIXELS = 1 << 25
+
+
+def _input_coordinates(n_in: int, n_out: int, index: np.ndarray) -> np.ndarray:
+    """Where output pixels ``index`` of an axis resized from ``n_in`` to ``n_out`` fall in the
+    input (pixel centres aligned, as scikit-image's ``resize``)."""
+    return (index + 0.5) * (n_in / n_out) - 0.5
+
+
+def resized_region(image, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, smooth: bool):
+    """The pixels ``rows x cols`` of ``image`` resized to ``shape``: bilinear, after a
+    Gaussian of sigma ``(scale - 1) / 2`` per shrunk axis when ``smooth`` (anti-aliasing).
+
+    Only the input region those pixels need is read (``image`` may be lazy), and every
+    value is the one the whole image resized at once has (a region's coordinates differ
+    from the whole's by whole pixels, which float64 subtracts exactly; the Gaussian and the
+    interpolation see the same input around each pixel). So a huge image can be resized a
+    tile at a time.
+
+    Returns
+    -------
+    (len(rows), len(cols)[, C]) ndarray of float32
+    """
+    height, width = image.shape[:2]
+    ys = _input_coordinates(height, shape[0], np.asarray(rows, np.float64))
+    xs = _input_coordinates(width, shape[1], np.asarray(cols, np.float64))
+    sigma = [max(0.0, (n / m - 1) / 2) if smooth else 0.0 for n, m in zip((height, width), shape)]
+    pad = [int(4 * s + 0.5) + 2 for s in sigma]  # scipy's Gaussian radius, and the bilinear's
+    y0, x0 = max(int(np.floor(ys.min())) - pad[0], 0), max(int(np.floor(xs.min())) - pad[1], 0)
+    y1 = min(int(np.floor(ys.max())) + 1 + pad[0], height)
+    x1 = min(int(np.floor(xs.max())) + 1 + pad[1], width)
+    region = np.asarray(image[y0:y1, x0:x1]).astype(np.float32, copy=False)
+    channels = region.shape[2:]
+    if any(sigma):
+        region = ndi.gaussian_filter(region, sigma + [0.0] * len(channels), mode="mirror")
+    grid = np.meshgrid(ys - y0, xs - x0, indexing="ij")
+    planes = [region] if not channels else [region[..., c] for c in range(channels[0])]
+    out = [ndi.map_coordinates(p, grid, order=1, mode="mirror", output=np.float32) for p in planes]
+    return out[0] if not channels else np.stack(out, axis=-1)
+
+
+class Resized:
+    """A view of ``image`` resized to ``shape`` (H, W), computed where it is indexed by
+    :func:`resized_region` (rows and columns by slices, any step), a block of rows at a time."""
+
+    def __init__(self, image, shape: tuple[int, int], smooth: bool):
+        self.image, self.smooth = image, smooth
+        self.shape = (int(shape[0]), int(shape[1]), *image.shape[2:])
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows = np.arange(*key[0].indices(self.shape[0]))
+        cols = (
+            np.arange(*key[1].indices(self.shape[1])) if len(key) > 1 else np.arange(self.shape[1])
+        )
+        stride = int(rows[1] - rows[0]) if len(rows) > 1 else 1
+        raw_per_row = self.image.shape[1] * stride * max(self.image.shape[0] / self.shape[0], 1)
+        step = max(1, int(_RESIZE_BLOCK_PIXELS // raw_per_row))
+        blocks = [
+            resized_region(self.image, self.shape[:2], rows[i : i + step], cols, self.smooth)
+            for i in range(0, len(rows), step)
+        ]
+        out = (
+            np.concatenate(blocks)
+            if blocks
+            else np.zeros((0, len(cols), *self.shape[2:]), np.float32)
+        )
+        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+
+
+class _Map:
+    """Map ``index`` of a stack of maps (M, h, w), as a lazy 2-D array."""
+
+    def __init__(self, maps, index: int):
+        self.maps, self.index, self.shape = maps, index, tuple(maps.shape[1:])
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self.maps[(self.index, *key)])
+
+
+class ResizedMaps:
+    """A view of maps (M, h, w) resized to (M, H, W) as :func:`resize_maps` resizes them,
+    computed where it is indexed (``view[:, rows, cols]``); the maps may be on disk."""
+
+    def __init__(self, maps, shape: tuple[int, int]):
+        self.maps = maps
+        self.shape = (maps.shape[0], int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key) -> np.ndarray:
+        which, rows, cols = key
+        planes = range(self.shape[0])[which]
+        return np.stack(
+            [Resized(_Map(self.maps, m), self.shape[1:], False)[rows, cols] for m in planes]
+        )
+
+
+def resized_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
+    """The (H, W) of an image of ``shape`` resized by ``factor``."""
+    return tuple(max(1, round(n * factor)) for n in shape[:2])
+
+
 def resize_image(image: np.ndarray, factor: float) -> np.ndarray:
     """``image`` (H, W) or (H, W, C) resized by ``factor`` (bilinear, anti-aliased when
-    shrinking), in float32 with its own range."""
+    shrinking), in float32 with its own range (:func:`resized_region`, at once)."""
     image = np.asarray(image)
-    shape = tuple(max(1, round(n * factor)) for n in image.shape[:2]) + image.shape[2:]
-    out = resize(
-        image.astype(np.float32, copy=False),
-        shape,
-        order=1,
-        preserve_range=True,
-        anti_aliasing=factor < 1,
-    )
-    return out.astype(np.float32, copy=False)
+    shape = resized_shape(image.shape, factor)
+    return resized_region(image, shape, np.arange(shape[0]), np.arange(shape[1]), factor < 1)
 
 
 def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Probability maps (M, h, w) resized back to the image's (H, W), bilinear."""
     if maps.shape[1:] == tuple(shape):
         return maps
-    out = resize(maps, (maps.shape[0], *shape), order=1, preserve_range=True, anti_aliasing=False)
-    return out.astype(np.float32, copy=False)
+    rows, cols = np.arange(shape[0]), np.arange(shape[1])
+    return np.stack([resized_region(m, shape, rows, cols, False) for m in maps])
