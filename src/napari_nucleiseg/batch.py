@@ -277,8 +277,8 @@ def prepare_output(plan: BatchPlan) -> None:
     check_writable_folder(out)
     for path in plan.written:
         remove_stale(path)
-    for image_id, _ in plan.inputs:
-        remove_stale(scratch_path(plan.output, image_id))
+    for image_id, _ in plan.inputs:  # a large image's maps and labels, of a killed run
+        remove_stale(plan.output / f"{image_id}.scratch")
 
 
 def segment_image(

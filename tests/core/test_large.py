@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +173,53 @@ def test_outlines_of_a_large_image_are_refused_before_anything_runs(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "mosaic.tif" in result.stderr and "label images only" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_large_run_leaves_nothing_and_the_next_run_completes(tmp_path, sig):
+    """A real process stopped while its maps are on disk: SIGTERM cleans up at once (status
+    130); what SIGKILL leaves (the hidden scratch folder of a dead process) the next run
+    removes. No output file is ever there half written."""
+    image = np.concatenate([mosaic(False)] * 3, axis=1)  # 700x2700: a few seconds of network
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, image, tile=(256, 256))
+    out = tmp_path / "out"
+    env = dict(os.environ, NUCLEISEG_LARGE_PIXELS="100000")
+    args = [
+        sys.executable,
+        "-m",
+        "napari_nucleiseg.cli",
+        "predict",
+        path,
+        "-o",
+        out,
+        "--diameter",
+        "none",
+    ]
+    proc = subprocess.Popen(
+        list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 120
+    while (
+        not list(out.glob(".wide.scratch.*.partial/.nucleiseg-maps-*/maps.zarr"))
+        and time.monotonic() < deadline
+    ):
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.01)
+    time.sleep(0.5)  # the network is running, its maps half on disk
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    left = sorted(p.name for p in out.iterdir())
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+        assert left == []
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        assert len(left) == 1 and left[0].startswith(".wide.scratch.")
+    again = subprocess.run(
+        list(map(str, args)), capture_output=True, text=True, env=env, timeout=300
+    )
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["wide.tif"]
+    labels = tifffile.imread(out / "wide.tif")
+    assert labels.shape == image.shape and labels.max() > 100
