@@ -223,3 +223,28 @@ def test_a_stopped_large_run_leaves_nothing_and_the_next_run_completes(tmp_path,
     assert sorted(p.name for p in out.iterdir()) == ["wide.tif"]
     labels = tifffile.imread(out / "wide.tif")
     assert labels.shape == image.shape and labels.max() > 100
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_an_ome_zarr_image_is_an_input_read_lazily(tmp_path, colour):
+    """An OME-Zarr image (here one written by our own writer, grey as yx, RGB as cyx) is an
+    input of ``predict``: read whole when small, a chunk at a time when large, with the same
+    nuclei as the TIFF of the same image, and its pixel size."""
+    from napari_nucleiseg.io.formats import write_ome_zarr
+    from napari_nucleiseg.io.metadata import pixel_size_of
+
+    image = mosaic(colour)
+    source = tmp_path / "mosaic.ome.zarr"
+    write_ome_zarr(source, np.zeros(image.shape[:2], np.uint16), image, pixel_size=(0.5, 0.5))
+    assert pixel_size_of(source) == (0.5, 0.5)
+    tifffile.imwrite(tmp_path / "same.tif", image)
+    reference = cli("predict", tmp_path / "same.tif", "-o", tmp_path / "ref", "--diameter", "none")
+    assert reference.returncode == 0, reference.stderr
+    expected = canonical(tifffile.imread(tmp_path / "ref" / "same.tif"))
+    for name, bound in (("small", None), ("large", 10**5)):
+        run = cli(
+            "predict", source, "-o", tmp_path / name, "--diameter", "none", large_pixels=bound
+        )
+        assert run.returncode == 0, run.stderr
+        got = tifffile.imread(tmp_path / name / "mosaic.tif")
+        np.testing.assert_array_equal(canonical(got), expected)

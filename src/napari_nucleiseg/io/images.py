@@ -22,6 +22,7 @@ from .microscope import (
     read_all_channels,
     read_microscope_file,
 )
+from .zarr_images import is_ome_zarr, open_ome_zarr
 
 #: what PIL raises on a file it cannot decode, a decompression bomb (a header that asks
 #: for more than twice ``Image.MAX_IMAGE_PIXELS``) included
@@ -275,6 +276,8 @@ def write_label_tiff(path: str | Path, labels, *, overwrite: bool = False) -> Pa
 
 def _image_file(path: str | Path) -> Path:
     path = Path(path)
+    if is_ome_zarr(path):
+        return path
     if not path.is_file():
         raise FileProblem(path, "does not exist")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -299,7 +302,9 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
         What :func:`read_image_file` would refuse from the header alone.
     """
     path = _image_file(path)
-    if path.suffix.lower() in MICROSCOPE_SUFFIXES:
+    if path.is_dir():
+        shape = tuple(open_ome_zarr(path).shape)
+    elif path.suffix.lower() in MICROSCOPE_SUFFIXES:
         shape = microscope_shape(path)
     elif path.suffix.lower() in (".tif", ".tiff"):
         try:
@@ -336,7 +341,9 @@ def read_image_file(path: str | Path) -> np.ndarray:
         or NaN or infinite pixels.
     """
     path = _image_file(path)
-    if path.suffix.lower() in MICROSCOPE_SUFFIXES:
+    if path.is_dir():
+        array = np.asarray(open_ome_zarr(path))
+    elif path.suffix.lower() in MICROSCOPE_SUFFIXES:
         array = read_microscope_file(path).data
     elif path.suffix.lower() in (".tif", ".tiff"):
         try:
@@ -363,7 +370,8 @@ def read_image_file(path: str | Path) -> np.ndarray:
 def open_lazily(path: str | Path):
     """An image file as an array read only where it is indexed, and the function that
     closes it: a TIFF through tifffile's Zarr store (a tiled TIFF reads a tile at a time),
-    any other file read whole (:func:`read_image_file`) with nothing to close.
+    an OME-Zarr image as a Dask array, any other file read whole (:func:`read_image_file`)
+    with nothing to close.
 
     Raises
     ------
@@ -372,6 +380,8 @@ def open_lazily(path: str | Path):
     """
     path = _image_file(path)
     shape = image_shape(path)
+    if path.is_dir():  # OME-Zarr: a chunk at a time
+        return open_ome_zarr(path), lambda: None
     if path.suffix.lower() not in (".tif", ".tiff"):
         return read_image_file(path), lambda: None
     import zarr

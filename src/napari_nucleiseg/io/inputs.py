@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import FileProblem
 from .images import IMAGE_SUFFIXES, image_files
 from .stage1 import image_path, is_sample_folder, is_stage1_root, list_samples
+from .zarr_images import is_ome_zarr
 
 
 def strip_ome(stem: str) -> str:
@@ -18,7 +19,8 @@ def strip_ome(stem: str) -> str:
 
 
 def image_id(path: Path) -> str:
-    """An image file's id: its name without the suffix, nor ``.ome`` (``a.ome.tif`` is ``a``)."""
+    """An image file's id: its name without the suffix, nor ``.ome`` (``a.ome.tif`` and
+    ``a.ome.zarr`` are ``a``)."""
     return strip_ome(path.stem)
 
 
@@ -48,8 +50,9 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
     Parameters
     ----------
     paths : iterable of path-like
-        Image files (PNG, TIFF, JPEG), folders of image files (each file, sorted,
-        not recursive, hidden ones left out), stage-1 sample folders, or stage-1 roots.
+        Image files (PNG, TIFF, JPEG), OME-Zarr images, folders of image files (each
+        file, sorted, not recursive, hidden ones left out), stage-1 sample folders, or
+        stage-1 roots.
 
     Raises
     ------
@@ -63,6 +66,8 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]
         if path.is_file():
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise FileProblem(path, f"is not a supported image ({', '.join(IMAGE_SUFFIXES)})")
+            items = [(image_id(path), path)]
+        elif is_ome_zarr(path):  # an OME-Zarr image is a folder
             items = [(image_id(path), path)]
         elif path.is_dir():
             items = _folder_inputs(path)

@@ -117,6 +117,10 @@ def pixel_size_of(path: str | os.PathLike) -> PixelSize | None:
     """(y, x) pixel size in µm that an image file records, or None (PNG and JPEG record none
     a microscope set)."""
     suffix = Path(path).suffix.lower()
+    if Path(path).is_dir():
+        from .zarr_images import ome_zarr_pixel_size
+
+        return ome_zarr_pixel_size(path)
     if suffix in (".tif", ".tiff"):
         return tiff_pixel_size(path)
     if suffix in MICROSCOPE_SUFFIXES:
