@@ -311,7 +311,7 @@ def large(name: str, sides: list[int]) -> None:
     print("| image | path | seconds | peak resident MiB | before MiB | nuclei |")
     print("|---|---|---|---|---|---|")
     for side in sides:
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             tiff = Path(tmp) / "mosaic.tif"
             write_mosaic_tiff(tiff, side)
             runs = {"bounded": _child("--child-large", name, str(tiff), "bounded", f"{tmp}/l.zarr")}
