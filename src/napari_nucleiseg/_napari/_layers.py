@@ -128,6 +128,26 @@ def image_data(layer: Image):
     return layer.data[0] if layer.multiscale else layer.data
 
 
+def is_large(layer: Image) -> bool:
+    """Whether a layer's planes are over ``large.LARGE_PIXELS``: segmented in bounded memory."""
+    from .. import large
+
+    shape = image_data(layer).shape
+    spatial = len(shape) - (1 if layer.rgb else 0)
+    return shape[spatial - 2] * shape[spatial - 1] > large.LARGE_PIXELS
+
+
+def label_pyramid(labels, smallest: int = 256) -> list:
+    """Lazy levels of labels on disk for a multiscale Labels layer: every other pixel of the
+    level before (labels stay labels), down to ``smallest`` pixels a side."""
+    import dask.array as da
+
+    levels = [da.from_array(labels, chunks=labels.chunks)]
+    while min(levels[-1].shape) // 2 >= smallest:
+        levels.append(levels[-1][::2, ::2])
+    return levels
+
+
 def image_lead(layer: Image) -> tuple[int, ...]:
     """The leading (non-spatial) shape of an image layer: () for a 2-D image."""
     return leading_shape(image_data(layer).shape, layer.rgb)

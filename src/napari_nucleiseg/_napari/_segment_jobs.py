@@ -13,6 +13,7 @@ import importlib
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -81,6 +82,42 @@ def segment(req: Request) -> Generator[Progress, None, Result | None]:
     except Exception as exc:  # a RuntimeError would be swallowed by the worker: re-raise as ours
         raise SegmentationFailed(f"Segmenting {req.image.name!r} failed: {one_line(exc)}") from exc
     return Result(req.image, req.planes, config, maps, labels, model=req.model)
+
+
+@dataclass
+class LargeResult:
+    """The output of a run on an image over ``large.LARGE_PIXELS``: labels in Zarr on disk."""
+
+    image: Image
+    labels: object  # a Zarr array (H, W), read by napari a tile at a time
+    nuclei: int
+    model: str
+
+
+def segment_large_image(
+    req: Request, folder: Path
+) -> Generator[Progress, None, LargeResult | None]:
+    """The worker for an image over ``large.LARGE_PIXELS``: its labels go to Zarr in
+    ``folder``, every whole-image array on disk (:func:`~napari_nucleiseg.large.segment_large`);
+    returns None if cancelled."""
+    from ..large import label_array_dtype, segment_large, zarr_array
+
+    try:
+        model, config = get_model(req.model, req.device)
+        if req.normalization is not None:
+            config = replace(config, normalization=req.normalization)
+        shape = tuple(req.data.shape[:2])
+        labels = zarr_array(folder / "labels.zarr", shape, label_array_dtype(*shape))
+        nuclei = yield from segment_large(
+            model, config, req.data, labels, post=req.post, device=req.device,
+            tile_size=req.tile_size, tta=req.tta, stop=req.stop, diameter=req.diameter,
+            scratch=folder,
+        )  # fmt: skip
+    except Cancelled:
+        return None
+    except Exception as exc:
+        raise SegmentationFailed(f"Segmenting {req.image.name!r} failed: {one_line(exc)}") from exc
+    return LargeResult(req.image, labels, nuclei, req.model)
 
 
 def relabel(maps: np.ndarray, config: ModelConfig, post: PostprocessConfig):

@@ -7,6 +7,9 @@ post-processing. Layers are touched only on the GUI thread.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import replace
 from operator import attrgetter
 from pathlib import Path
@@ -38,7 +41,7 @@ from . import _layers
 from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
 from ._models import available_devices, device_line, one_line
-from ._segment_jobs import Request, Result, relabel, segment
+from ._segment_jobs import LargeResult, Request, Result, relabel, segment, segment_large_image
 from .folder_panel import FolderPanel
 from .model_picker import ModelPicker
 from .results_panel import Measurement, Measuring, ResultsPanel, measured
@@ -307,20 +310,64 @@ class SegmentWidget(Container):
             tta=self._tta.value, post=self._post(), normalization=self._normalization(),
             diameter=self._diameter_choice(),
         )  # fmt: skip
-        self._life.stops = [req.stop]
-        self._worker = create_worker(  # the labels are measured in the same thread
-            measured, segment(req), Measuring.of(image), attrgetter("labels"),
-            _start_thread=False, _worker_class=GeneratorWorker,
-            _connect={"yielded": self._on_step, "returned": self._on_result,
+        if _layers.is_large(image):
+            self._run_large(req)
+            return
+        self._start(  # the labels are measured in the same thread
+            self._on_result, measured, segment(req), Measuring.of(image), attrgetter("labels")
+        )
+
+    def _start(self, on_result, *work) -> None:
+        """Run ``work`` (a function and its arguments) in a worker, with progress and Cancel."""
+        self._life.stops = [self._request.stop]
+        self._worker = create_worker(
+            *work, _start_thread=False, _worker_class=GeneratorWorker,
+            _connect={"yielded": self._on_step, "returned": on_result,
                       "errored": self._on_failed, "finished": self._on_finished,
                       "warned": self._on_warned},
         )  # fmt: skip
         self._progress.value = 0
         self._progress.visible = self._cancel.visible = True
         self._cancel.enabled = True
-        _layers.show_line(self._status, f"Segmenting {image.name}…")
+        _layers.show_line(self._status, f"Segmenting {self._request.image.name}…")
         self._update_run_button()
         self._worker.start()
+
+    def _run_large(self, req: Request) -> None:
+        """A layer whose planes are over ``large.LARGE_PIXELS`` (a whole slide, a big Zarr):
+        segmented in bounded memory, its labels in Zarr on disk (removed when napari exits)
+        shown as a multiscale Labels layer read a tile at a time."""
+        if _layers.image_lead(req.image):
+            _layers.show_line(
+                self._status, "Stacks of planes this large are not segmented yet: open one plane."
+            )
+            return
+        folder = Path(tempfile.mkdtemp(prefix="nucleiseg-labels-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        self._start(self._on_large_result, segment_large_image, req, folder)
+
+    @while_alive
+    def _on_large_result(self, out: LargeResult | None) -> None:
+        if out is None or self._request.stop.is_set():
+            return
+        self._result = None  # no maps kept: the thresholds apply at the next run
+        name = f"{out.image.name} nuclei"
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)
+        metadata = {
+            meta.OUTPUT: True,
+            **meta.segmentation(out.image, out.model, self._request.post),
+        }
+        self._viewer.add_labels(
+            _layers.label_pyramid(out.labels), multiscale=True, name=name, metadata=metadata,
+            **_layers.geometry(out.image),
+        )  # fmt: skip
+        noun = "nucleus" if out.nuclei == 1 else "nuclei"
+        self._status.value = (
+            f"<big><b>{out.nuclei}</b> {noun} found</big><br>A large image: its labels are "
+            "on disk, read as shown; thresholds apply at the next run; not measured."
+        )
+        self._status.tooltip = f"In '{name}', by {out.model}"
 
     def cancel(self, _value=None) -> None:
         """Stop the run within one network layer; the layers stay as they were."""
