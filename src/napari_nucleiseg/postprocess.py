@@ -105,35 +105,36 @@ def labels_from_maps(
     if orphan.any():
         extra, _ = ndi.label(orphan)
         seed_labels = np.where(orphan, extra + seed_labels.max(), seed_labels)
-    labels = watershed(flood_order(body, mask), seed_labels, mask=mask)
+    labels = watershed(flood_order(body, seed_labels), seed_labels, mask=mask)
     labels = _drop_small(labels, post.min_size)
     return _relabel(labels)
 
 
-#: 1.0 as the bits of a float32: a probability's bits, as an integer, grow with it
-_ONE_BITS = int(np.float32(1).view(np.uint32))
+#: seed pixels ordered below any gap between two float32 probabilities of a seed (>= 2**-5)
+_MAX_SEED_PIXELS = 2**24
 
 
-def flood_order(body: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The watershed's priorities: the highest body probability first, ties in row-major order.
+def flood_order(body: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The watershed's priorities: the highest body probability first, and among seed pixels
+    of one probability, the first in row-major order first.
 
-    scikit-image breaks ties between its markers by the state of its heap, which holds
-    every nucleus of the image: where probabilities saturate at 1.0, a clump's nuclei then
-    depend on the rest of the image. Ordering ties by position makes them depend on the
-    clump alone, which is what post-processing in chunks needs to be exact (``stitch``).
-    The keys are whole numbers below 2**53, exact as float64.
+    scikit-image floods pixels of equal priority in the order they were reached, except
+    its markers (the seeds), which all start together and which its heap then orders by
+    its own state: a state that holds every nucleus of the image, so that where
+    probabilities saturate at 1.0 a clump's nuclei depended on the rest of the image.
+    Lowering each seed pixel's priority by less than any gap between two float32
+    probabilities, in row-major order, makes them depend on the clump alone, which is what
+    post-processing in chunks needs to be exact (:mod:`napari_nucleiseg.stitch`).
     """
-    n = body.size
-    position = np.arange(n, dtype=np.float64).reshape(body.shape)
-    if (_ONE_BITS + 1) * n < 2**53:
-        bits = np.clip(body, 0, 1).astype(np.float32).view(np.uint32)
-        return (_ONE_BITS - bits).astype(np.float64) * n + position
-    # a huge image: the rank of its values in the mask instead of their bits
-    rank = np.zeros(body.shape, np.float64)
-    _, rank[mask] = np.unique(-body[mask], return_inverse=True)
-    if n * n >= 2**53:
-        raise ValueError(f"maps of {body.shape} are too large to post-process at once")
-    return rank * n + position
+    key = -np.asarray(body, np.float64)
+    marked = np.flatnonzero(seeds)
+    if marked.size >= _MAX_SEED_PIXELS:
+        raise ValueError(
+            f"{marked.size} seed pixels are too many to post-process at once: "
+            "use napari_nucleiseg.stitch (or large) for an image this size"
+        )
+    key.flat[marked] -= np.arange(marked.size, 0, -1) * 2.0**-52
+    return key
 
 
 def split_by_shape(seed_labels: np.ndarray, depth: float, sigma: float = 1.0) -> np.ndarray:
