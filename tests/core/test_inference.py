@@ -1,4 +1,4 @@
-"""Inference: devices, tiling with blending equals one pass, batching, flips."""
+"""Inference: devices, tiles equal to one pass (exactly, or nearly when blended), batches, flips."""
 
 from __future__ import annotations
 
@@ -119,3 +119,33 @@ def test_bad_arguments(model_and_config, image):
         drain(predict_maps(model, config, image, tile_size=4))
     with pytest.raises(ValueError, match="channels"):
         drain(predict_maps(model, ModelConfig(maps=("body", "border", "contour")), image))
+
+
+def test_receptive_radius_of_the_architectures(model_and_config):
+    """The probe's reach: a depth-3 U-Net sees fewer pixels than the shipped depth-4 one."""
+    from napari_nucleiseg.inference import receptive_radius
+    from napari_nucleiseg.models import load_model
+
+    model, _ = model_and_config
+    small = receptive_radius(model)
+    unet, _ = load_model("dsb2018-unet")
+    assert 20 < small < receptive_radius(unet) == 94
+
+
+@pytest.mark.parametrize("tile", [208, 320, 512])
+def test_tiles_give_the_maps_of_the_whole_image_exactly(tile):
+    """With the default overlap, a U-Net's tiles (of at least 2 x 96 + 16 px) each give their
+    core, computed with all the context the network sees: the maps of one pass over the
+    whole image, value for value, so the labels cannot depend on the tile size."""
+    from napari_nucleiseg.models import load_model
+    from napari_nucleiseg.pipeline import labels_from_predicted
+
+    model, config = load_model("dsb2018-unet")
+    image = read_sample(sample_folder("fluorescence")).image[..., :3].mean(axis=-1)
+    image = np.tile(image, (2, 3))[:700, :900].astype(np.float32)  # 700x900, two edges odd
+    whole = drain(predict_maps(model, config, image, tile_size=1024))
+    tiled = drain(predict_maps(model, config, image, tile_size=tile))
+    np.testing.assert_array_equal(tiled, whole)
+    np.testing.assert_array_equal(
+        labels_from_predicted(tiled, config), labels_from_predicted(whole, config)
+    )
