@@ -240,10 +240,10 @@ def memory(name: str) -> None:
     image = mosaic(2048)
     model, config = load_model(name)
     _, (whole,) = drain(segment(model, config, image, tile_size=4096))
-    _, (tiled,) = drain(segment(model, config, image, tile_size=512))  # 96-pixel overlap
+    _, (tiled,) = drain(segment(model, config, image, tile_size=512))  # the default overlap
     same = score_image(whole, tiled)
     print(
-        f"- Seams: a 2048x2048 mosaic in 512-pixel tiles (96-pixel overlap) against one piece: "
+        f"- Seams: a 2048x2048 mosaic in 512-pixel tiles (the default overlap) against one piece: "
         f"{int(whole.max())} vs {int(tiled.max())} nuclei, DSB2018 score of one against the other "
         f"{same.score:.4f}, AP@0.9 {same.ap[8]:.4f}; pixels labelled alike (foreground) "
         f"{np.mean((whole > 0) == (tiled > 0)):.5f}."
