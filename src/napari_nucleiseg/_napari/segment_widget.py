@@ -142,7 +142,10 @@ class SegmentWidget(Container):
             "Cut touching nuclei at the neck between them: how deep (px) the neck must be; "
             "lower cuts more, 0 is off"
         )
-        self._tile.tooltip = "Tile side for large images (Auto: whole image up to 1536x1536)"
+        self._tile.tooltip = (
+            "Tile side for large images (Auto: whole image up to 1536x1536); a U-Net's tiles "
+            "of 208 px or more give the maps of the whole image exactly"
+        )
         self._channel.tooltip = (
             "The channel the network sees alone, as a grey image (the nuclear stain of a "
             "fluorescence composite); Auto: all of them, as the model takes them"

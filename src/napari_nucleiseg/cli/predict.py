@@ -104,7 +104,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="average the network over 4 flips (2.5x the time on a CPU)",
     )
-    p.add_argument("--tile-size", type=int, help="tile side in pixels (default: automatic)")
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        help="tile side in pixels (default: the whole image up to 1536x1536, 1024 beyond); "
+        "a U-Net's tiles of 208 or more give the maps of the whole image exactly",
+    )
     p.add_argument(
         "--invert",
         choices=INVERT_CHOICES,
