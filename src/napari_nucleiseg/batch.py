@@ -41,7 +41,6 @@ from .io.inputs import collect_images
 from .io.metadata import pixel_size_for
 from .io.microscope import MICROSCOPE_SUFFIXES
 from .io.rle import labels_to_rles, write_submission_rows
-from .large import LARGE_PIXELS
 from .measure import measure, pixel_spacing, write_table
 from .pipeline import Progress, relay
 from .preprocess import NormalizeConfig, channel_problem
@@ -149,12 +148,12 @@ def plan_batch(
     pixel_sizes, shapes = {}, {}
     for image_id, path in found:  # a bad input is refused before the first image runs
         shapes[image_id] = image_shape(path)
-        large = is_large(shapes[image_id])
-        if large and (measure_to or submission or not LARGE_ONLY.issuperset(formats)):
+        only_labels = not (measure_to or submission) and LARGE_ONLY.issuperset(formats)
+        if is_large(shapes[image_id]) and not only_labels:
             h, w = shapes[image_id][:2]
             raise FileProblem(
                 path,
-                f"is {h}x{w}: images over {LARGE_PIXELS} pixels give label images only (formats "
+                f"is {h}x{w}: images over {large_pixels()} pixels give label images only (formats "
                 f"{', '.join(sorted(LARGE_ONLY))}); outlines, measurements and submissions of "
                 "them are not made yet",
             )
@@ -307,9 +306,16 @@ def segment_image(
     return ImageResult(job.image_id, int(labels.max()), table, rles, name)
 
 
+def large_pixels() -> int:
+    """:data:`napari_nucleiseg.large.LARGE_PIXELS`, as it is now."""
+    from . import large
+
+    return large.LARGE_PIXELS
+
+
 def is_large(shape: tuple[int, ...]) -> bool:
     """Whether an image of ``shape`` is segmented in bounded memory (:mod:`.large`)."""
-    return shape[0] * shape[1] > LARGE_PIXELS
+    return shape[0] * shape[1] > large_pixels()
 
 
 def scratch_path(output: Path, image_id: str) -> Path:
