@@ -42,7 +42,7 @@ from .io.metadata import pixel_size_for
 from .io.microscope import MICROSCOPE_SUFFIXES
 from .io.rle import labels_to_rles, write_submission_rows
 from .measure import measure, pixel_spacing, write_table
-from .pipeline import Progress, relay
+from .pipeline import Cancelled, Progress, relay
 from .preprocess import NormalizeConfig, channel_problem
 
 if TYPE_CHECKING:  # the models import PyTorch
@@ -339,16 +339,16 @@ def _segment_large_image(
         if job.normalization is not None:
             config = replace(config, normalization=job.normalization)
         scratch.mkdir(parents=True, exist_ok=True)
-        labels = zarr_array(
-            scratch / "labels.zarr", image.shape[:2], label_array_dtype(*image.shape[:2])
-        )
-        try:
-            nuclei = yield from segment_large(
-                model, config, image, labels, scratch=scratch, **options
-            )
-        except ValueError as exc:
-            raise FileProblem(job.path, str(exc)) from None
+        shape = image.shape[:2]
+        labels = zarr_array(scratch / "labels.zarr", shape, label_array_dtype(*shape))
+        nuclei = yield from segment_large(model, config, image, labels, scratch=scratch, **options)
         write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size)
+    except (Cancelled, NucleisegError):
+        raise
+    except Exception as exc:  # a corrupt tile, a full disk, a GPU out of memory ...
+        first = (str(exc).strip().splitlines() or [""])[0]
+        reason = f"could not be segmented: {type(exc).__name__}: {first}"
+        raise FileProblem(job.path, reason) from None
     finally:
         close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -32,6 +32,9 @@ from scipy import ndimage as ndi
 from .postprocess import PostprocessConfig, labels_from_maps
 
 Box = tuple[int, int, int, int]  # rows y0:y1, columns x0:x1
+#: the largest window a clump is resolved in (a 4096x4096 window: about 1 GB of work): a mask
+#: connected over more than this (confluent tissue, a threshold too low) is refused
+MAX_CLUMP_PIXELS = 4096 * 4096
 
 
 def canonical(labels: np.ndarray) -> np.ndarray:
@@ -92,25 +95,8 @@ def _boxes(comps: np.ndarray, which: np.ndarray, origin: tuple[int, int]) -> lis
     ]
 
 
-def _overlap(a: Box, b: Box) -> bool:
-    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
-
-
 def _union(a: Box, b: Box) -> Box:
     return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
-
-
-def _groups(boxes: list[Box]) -> list[Box]:
-    """The boxes merged until no two overlap (each clump's views become one box)."""
-    merged: list[Box] = []
-    for box in boxes:
-        while True:
-            hit = next((i for i, m in enumerate(merged) if _overlap(m, box)), None)
-            if hit is None:
-                merged.append(box)
-                break
-            box = _union(merged.pop(hit), box)
-    return merged
 
 
 def _grow(box: Box, by: int, height: int, width: int) -> Box:
@@ -192,7 +178,9 @@ def stitched_labels(
         found.append(np.unique(mine))
         clumps += _boxes(comps, np.unique(comps[inner][open_]), (window[0], window[2]))
         yield done, total
-    groups = _groups(clumps)
+    # each view on its own: merging views that overlap could chain small clumps into a
+    # window as large as the image
+    groups = sorted(set(clumps))
     total += len(groups)
     for done, group in enumerate(groups, start=len(chunks) + 1):
         if stop is not None and stop.is_set():
@@ -216,6 +204,13 @@ def _resolve(maps, out, group: Box, post: PostprocessConfig, halo: int) -> np.nd
     height, width = maps.shape[1:]
     window, by = _grow(group, 1, height, width), halo
     while True:
+        if (window[1] - window[0]) * (window[3] - window[2]) > MAX_CLUMP_PIXELS:
+            raise ValueError(
+                f"touching nuclei form one clump beyond {window[1] - window[0]}x"
+                f"{window[3] - window[2]} pixels (rows {window[0]}-{window[1]}, columns "
+                f"{window[2]}-{window[3]}): too large to post-process in bounded memory; "
+                "a higher probability threshold separates them"
+            )
         ids, comps, cut = _window(maps, window, post)
         inner = np.s_[
             group[0] - window[0] : group[1] - window[0], group[2] - window[2] : group[3] - window[2]

@@ -248,3 +248,39 @@ def test_an_ome_zarr_image_is_an_input_read_lazily(tmp_path, colour):
         assert run.returncode == 0, run.stderr
         got = tifffile.imread(tmp_path / name / "mosaic.tif")
         np.testing.assert_array_equal(canonical(got), expected)
+
+
+def test_tiffs_are_opened_lazily_or_refused_when_their_blocks_are_too_large(tmp_path, monkeypatch):
+    from napari_nucleiseg.errors import FileProblem
+    from napari_nucleiseg.io import images
+
+    image = mosaic(False)
+    plain = tmp_path / "plain.tif"  # uncompressed in one piece: mapped, pages read where touched
+    tifffile.imwrite(plain, image)
+    array, close = images.open_lazily(plain)
+    assert isinstance(array, np.memmap) and np.array_equal(
+        array[100:200, 5:50], image[100:200, 5:50]
+    )
+    close()
+    striped = tmp_path / "striped.tif"  # compressed in one strip: each read decodes all of it
+    tifffile.imwrite(striped, image, compression="zlib", rowsperstrip=image.shape[0])
+    monkeypatch.setattr(images, "MAX_BLOCK_PIXELS", 1000)
+    with pytest.raises(FileProblem, match="striped.tif.*blocks of 700x900.*tiled TIFF"):
+        images.open_lazily(striped)
+
+
+def test_a_corrupt_tile_of_a_large_tiff_is_one_line_and_leaves_nothing(tmp_path):
+    path = tmp_path / "broken.tif"
+    tifffile.imwrite(path, mosaic(False), tile=(256, 256), compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset, size = tif.pages[0].dataoffsets[4], tif.pages[0].databytecounts[4]
+    with open(path, "r+b") as f:  # the middle tile's compressed bytes become garbage
+        f.seek(offset)
+        f.write(b"\xff" * size)
+    out = tmp_path / "out"
+    result = cli("predict", path, "-o", out, "--diameter", "none", large_pixels=10**5)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and "broken.tif" in lines[-1], result.stderr
+    assert "could not be segmented" in lines[-1]
+    assert list(out.iterdir()) == []

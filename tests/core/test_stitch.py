@@ -119,3 +119,13 @@ def test_refuses_labels_too_narrow_and_stops_when_told():
     stop.set()
     with pytest.raises(Cancelled):
         drain(stitched_labels(maps, np.zeros((300, 300), np.uint32), stop=stop))
+
+
+def test_a_clump_beyond_the_bound_is_refused_in_one_line(monkeypatch):
+    """A mask connected over more than MAX_CLUMP_PIXELS (here lowered) would need its whole
+    window in memory: refused, naming where it lies."""
+    import napari_nucleiseg.stitch as stitch
+
+    monkeypatch.setattr(stitch, "MAX_CLUMP_PIXELS", 100 * 100)
+    with pytest.raises(ValueError, match=r"one clump beyond .* \(rows .* columns .*\)"):
+        stitched(synthetic_maps(seed=3), PostprocessConfig(), chunk=50, halo=4)

@@ -54,3 +54,9 @@ def test_a_large_lazy_layer_gives_a_lazy_multiscale_labels_layer(
     assert "on disk" in widget._status.value
     widget._prob.value = 0.7  # no maps were kept: a knob re-runs nothing and fails nothing
     assert widget._relabel_worker is None
+    first = widget._large_folders["slide nuclei"]
+    assert first.is_dir()
+    widget.run()  # a second run replaces the layer, and the first labels on disk go
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
+    assert not first.exists() and widget._large_folders["slide nuclei"].is_dir()
+    assert len([layer for layer in viewer.layers if layer.name == "slide nuclei"]) == 1

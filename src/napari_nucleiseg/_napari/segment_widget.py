@@ -67,6 +67,8 @@ class SegmentWidget(Container):
         self._model_norm = NormalizeConfig()
         self._result: Result | None = None
         self._request: Request | None = None
+        self._pending_folder: Path | None = None  # a large run's labels, until shown
+        self._large_folders: dict[str, Path] = {}  # the labels on disk of large layers shown
         self._worker = self._relabel_worker = None
         self._relabel_again = False
         self._quiet = False
@@ -338,14 +340,16 @@ class SegmentWidget(Container):
 
     def _run_large(self, req: Request) -> None:
         """A layer whose planes are over ``large.LARGE_PIXELS`` (a whole slide, a big Zarr):
-        segmented in bounded memory, its labels in Zarr on disk (removed when napari exits)
-        shown as a multiscale Labels layer read a tile at a time."""
+        segmented in bounded memory, its labels in Zarr on disk shown as a multiscale Labels
+        layer read a tile at a time. The folder (in the system's temporary folder, TMPDIR)
+        goes when a run replaces the layer, when its run fails or is cancelled, and when
+        napari exits."""
         if _layers.image_lead(req.image):
             _layers.show_line(
                 self._status, "Stacks of planes this large are not segmented yet: open one plane."
             )
             return
-        folder = Path(tempfile.mkdtemp(prefix="nucleiseg-labels-"))
+        folder = self._pending_folder = Path(tempfile.mkdtemp(prefix="nucleiseg-labels-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         self._start(self._on_large_result, segment_large_image, req, folder)
 
@@ -357,6 +361,10 @@ class SegmentWidget(Container):
         name = f"{out.image.name} nuclei"
         if name in self._viewer.layers:
             self._viewer.layers.remove(name)
+        replaced = self._large_folders.pop(name, None)
+        if replaced is not None:  # the labels of the layer just removed
+            shutil.rmtree(replaced, ignore_errors=True)
+        self._large_folders[name], self._pending_folder = self._pending_folder, None
         metadata = {
             meta.OUTPUT: True,
             **meta.segmentation(out.image, out.model, self._request.post),
@@ -402,6 +410,9 @@ class SegmentWidget(Container):
     def _on_finished(self) -> None:
         cancelled = self._request is not None and self._request.stop.is_set()
         self._worker = None
+        if self._pending_folder is not None:  # a large run that failed or was cancelled
+            shutil.rmtree(self._pending_folder, ignore_errors=True)
+            self._pending_folder = None
         self._progress.visible = self._cancel.visible = False
         if cancelled:
             self._status.value = "Cancelled; no layer was changed."

@@ -367,16 +367,22 @@ def read_image_file(path: str | Path) -> np.ndarray:
     return array
 
 
+#: a TIFF whose compressed blocks (strips or tiles) hold more pixels than this is refused
+#: for bounded memory: every region read would decode a whole block
+MAX_BLOCK_PIXELS = 64 * 1024 * 1024
+
+
 def open_lazily(path: str | Path):
     """An image file as an array read only where it is indexed, and the function that
-    closes it: a TIFF through tifffile's Zarr store (a tiled TIFF reads a tile at a time),
-    an OME-Zarr image as a Dask array, any other file read whole (:func:`read_image_file`)
-    with nothing to close.
+    closes it: a TIFF through tifffile's Zarr store (a tiled TIFF reads a tile at a time,
+    a striped one a strip at a time) or, stored uncompressed in one piece, mapped into
+    memory; an OME-Zarr image as a Dask array; any other file (PNG, JPEG, microscope
+    files) read whole (:func:`read_image_file`) with nothing to close.
 
     Raises
     ------
     FileProblem
-        As :func:`image_shape`.
+        As :func:`image_shape`; or a TIFF compressed in blocks over ``MAX_BLOCK_PIXELS``.
     """
     path = _image_file(path)
     shape = image_shape(path)
@@ -386,14 +392,32 @@ def open_lazily(path: str | Path):
         return read_image_file(path), lambda: None
     import zarr
 
+    try:  # uncompressed in one piece (ImageJ's, tifffile's default): pages read where touched
+        mapped = tifffile.memmap(path, mode="r")
+    except Exception:  # compressed, tiled or striped: not one piece
+        mapped = None
+    if mapped is not None and tuple(mapped.shape) == shape:
+        return mapped, lambda: None
+    store = None
     try:
         store = tifffile.imread(path, aszarr=True, series=0, level=0)
         array = zarr.open(store, mode="r")
     except Exception as exc:  # tifffile raises many types on a corrupt file
+        if store is not None:
+            store.close()
         raise FileProblem(path, f"cannot be read as TIFF ({exc})") from None
+    problem = None
     if tuple(array.shape) != shape:
+        problem = f"has shape {tuple(array.shape)}: expected one 2-D image"
+    elif array.chunks[0] * array.chunks[1] > MAX_BLOCK_PIXELS:
+        problem = (
+            f"is compressed in blocks of {array.chunks[0]}x{array.chunks[1]} pixels, each read "
+            "whole: save it as a tiled TIFF (tifffile, bfconvert, QuPath) to segment it in "
+            "bounded memory"
+        )
+    if problem:
         store.close()
-        raise FileProblem(path, f"has shape {tuple(array.shape)}: expected one 2-D image")
+        raise FileProblem(path, problem)
     return array, store.close
 
 
