@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import signal
 import sys
 import warnings
@@ -105,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", stage1.OverlapWarning)
             return args.func(args)
     except NucleisegError as exc:
+        _quiet_pending_reads()
         print(f"nucleiseg {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
+        _quiet_pending_reads()
         print(f"nucleiseg {args.command}: interrupted", file=sys.stderr)
         return 130
 
@@ -119,3 +122,10 @@ def run() -> None:
     """The ``nucleiseg`` command: :func:`main`, with SIGTERM handled as Ctrl+C."""
     signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())
+
+
+def _quiet_pending_reads() -> None:
+    """A run stopped mid-read leaves Zarr's other reads pending in its I/O thread; they are
+    dropped at exit, and asyncio would print them after the one line that says why."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
