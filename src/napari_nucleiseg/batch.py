@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import FileProblem, NucleisegError
+from .errors import FileProblem, NucleisegError, one_line
 from .io.atomic import (
     check_writable_folder,
     file_problem,
@@ -330,7 +330,7 @@ def _segment_large_image(
     """:func:`segment_image` for an image over ``LARGE_PIXELS``: read lazily (a TIFF through
     tifffile's Zarr store), maps and labels in a scratch folder beside the outputs, each
     output written from them a tile or chunk at a time."""
-    from .large import label_array_dtype, segment_large, zarr_array
+    from .large import labels_array, segment_large
 
     image, close = open_lazily(job.path)
     scratch = scratch_path(next(iter(job.targets.values())).parent, job.image_id)
@@ -338,17 +338,13 @@ def _segment_large_image(
         name, model, config = models.for_image(image)
         if job.normalization is not None:
             config = replace(config, normalization=job.normalization)
-        scratch.mkdir(parents=True, exist_ok=True)
-        shape = image.shape[:2]
-        labels = zarr_array(scratch / "labels.zarr", shape, label_array_dtype(*shape))
+        labels = labels_array(image.shape[:2], scratch)
         nuclei = yield from segment_large(model, config, image, labels, scratch=scratch, **options)
         write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size)
     except (Cancelled, NucleisegError):
         raise
     except Exception as exc:  # a corrupt tile, a full disk, a GPU out of memory ...
-        first = (str(exc).strip().splitlines() or [""])[0]
-        reason = f"could not be segmented: {type(exc).__name__}: {first}"
-        raise FileProblem(job.path, reason) from None
+        raise FileProblem(job.path, f"could not be segmented: {one_line(exc)}") from None
     finally:
         close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -24,3 +24,12 @@ class FileProblem(NucleisegError, ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line (our errors already name the file): for a notification, or
+    the reason of a :class:`FileProblem`."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, NucleisegError | ValueError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -44,7 +44,7 @@ def is_he_like(image: np.ndarray) -> bool:
     return seen.colour and seen.inverts
 
 
-def auto_model(image: np.ndarray, installed, default: str = "dsb2018-unet") -> str:
+def auto_model(image: np.ndarray, installed, default: str) -> str:
     """The shipped model for ``image``: :data:`HE_MODEL` for H&E-like images when it is among
     ``installed`` (names), else ``default``."""
     return HE_MODEL if HE_MODEL in installed and is_he_like(image) else default

@@ -69,6 +69,17 @@ def zarr_array(path: str | os.PathLike, shape: tuple[int, ...], dtype, chunk: in
     )
 
 
+def labels_array(shape: tuple[int, ...], folder: str | os.PathLike | None = None):
+    """Zeros for the labels of an image of ``shape`` (H, W, ...): a Zarr array in ``folder``
+    (created when missing), or in memory for None; of :func:`label_array_dtype`."""
+    height, width = (int(n) for n in shape[:2])
+    dtype = label_array_dtype(height, width)
+    if folder is None:
+        return np.zeros((height, width), dtype)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return zarr_array(Path(folder) / "labels.zarr", (height, width), dtype)
+
+
 def _factor(model, config, image, diameter, post, device) -> float:
     """The resize factor ``diameter`` asks for; "auto" estimates it on a central crop."""
     if diameter is None:
@@ -179,6 +190,6 @@ def segment_large(
 
 def segment_large_array(model, config, image, **options) -> np.ndarray:
     """:func:`segment_large` into a numpy array (a script's or a test's shortcut)."""
-    labels = np.zeros(image.shape[:2], label_array_dtype(*image.shape[:2]))
+    labels = labels_array(image.shape)
     drain(segment_large(model, config, image, labels, **options))
     return labels

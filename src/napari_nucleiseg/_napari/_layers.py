@@ -129,12 +129,13 @@ def image_data(layer: Image):
 
 
 def is_large(layer: Image) -> bool:
-    """Whether a layer's planes are over ``large.LARGE_PIXELS``: segmented in bounded memory."""
-    from .. import large
+    """Whether a layer's planes are over ``large.LARGE_PIXELS``: segmented in bounded memory
+    (:func:`napari_nucleiseg.batch.is_large` of its planes' shape)."""
+    from ..batch import is_large as plane_is_large
 
     shape = image_data(layer).shape
     spatial = len(shape) - (1 if layer.rgb else 0)
-    return shape[spatial - 2] * shape[spatial - 1] > large.LARGE_PIXELS
+    return plane_is_large(shape[spatial - 2 : spatial])
 
 
 def label_pyramid(labels, smallest: int = 256) -> list:

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_device
-from ..errors import NucleisegError
 from ..models import (
     ModelConfig,
     load_model,
@@ -125,11 +124,3 @@ def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str
             aps = ", ".join(f"{k} {_fmt(v)}" for k, v in t.scores[key].items())
             tips.append(f"AP on the StarDist test split: {aps}")
     return line, "\n".join(tips)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line for a notification (our errors already name the file)."""
-    text = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, NucleisegError | ValueError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

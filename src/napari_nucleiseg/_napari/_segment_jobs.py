@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import pipeline
-from ..errors import NucleisegError
+from ..errors import NucleisegError, one_line
 from ..models import ModelConfig
 from ..pipeline import Cancelled, Index, Progress, labels_of_planes
 from ..postprocess import PostprocessConfig
 from ..preprocess import NormalizeConfig
-from ._models import get_model, one_line
+from ._models import get_model
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -100,14 +100,13 @@ def segment_large_image(
     """The worker for an image over ``large.LARGE_PIXELS``: its labels go to Zarr in
     ``folder``, every whole-image array on disk (:func:`~napari_nucleiseg.large.segment_large`);
     returns None if cancelled."""
-    from ..large import label_array_dtype, segment_large, zarr_array
+    from ..large import labels_array, segment_large
 
     try:
         model, config = get_model(req.model, req.device)
         if req.normalization is not None:
             config = replace(config, normalization=req.normalization)
-        shape = tuple(req.data.shape[:2])
-        labels = zarr_array(folder / "labels.zarr", shape, label_array_dtype(*shape))
+        labels = labels_array(req.data.shape[:2], folder)
         nuclei = yield from segment_large(
             model, config, req.data, labels, post=req.post, device=req.device,
             tile_size=req.tile_size, tta=req.tta, stop=req.stop, diameter=req.diameter,

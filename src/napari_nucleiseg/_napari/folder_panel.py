@@ -30,6 +30,7 @@ from napari.utils.notifications import show_error
 from superqt.utils import GeneratorWorker
 
 from ..batch import MEASUREMENTS, BatchPlan, BatchSummary, plan_batch, run_batch
+from ..errors import one_line
 from ..io.images import read_image_file, read_label_image
 from ..io.lazy import batch_stacks
 from ..models.choice import ModelChoice
@@ -37,7 +38,7 @@ from ..pipeline import Cancelled, Progress
 from . import _layers
 from . import _metadata as meta
 from ._lifetime import Lifetime, while_alive
-from ._models import get_model, one_line
+from ._models import get_model
 from .reader import SampleIdOverlay
 from .results_panel import chosen_formats, format_boxes, format_rows
 
@@ -71,7 +72,7 @@ def run_folder(job: FolderJob) -> Generator[Progress, None, BatchSummary | None]
         resume=job.resume,
         overwrite=job.overwrite,
         how_to_replace="tick Overwrite to replace, or Resume to keep the complete outputs",
-        normalization=s.get("normalization"),
+        normalization=s["normalization"],
     )
     yield Progress(0.0, f"{len(plan.todo)} image(s) to segment")
     model, config = get_model(s["model"], s["device"])
@@ -79,7 +80,7 @@ def run_folder(job: FolderJob) -> Generator[Progress, None, BatchSummary | None]
         return (
             yield from run_batch(
                 plan, ModelChoice(s["model"], s["device"], loaded=(model, config)),
-                post=s["post"], device=s["device"], diameter=s.get("diameter", "auto"),
+                post=s["post"], device=s["device"], diameter=s["diameter"],
                 tile_size=s["tile_size"], tta=s["tta"], stop=job.stop,
             )
         )  # fmt: skip

@@ -19,9 +19,10 @@ from psygnal import Signal
 from qtpy.QtCore import QObject, Qt
 from qtpy.QtWidgets import QFileDialog
 
+from ..errors import one_line
 from ..models import DEFAULT_MODEL, ModelConfig, shipped_models
 from ._layers import narrow, text_lines
-from ._models import model_card, model_config, one_line
+from ._models import model_card, model_config
 
 #: the last entry of a model list: picking it opens a file dialog
 LOAD = "Load checkpoint…"

@@ -25,14 +25,13 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from superqt.utils import FunctionWorker
 
 from .. import measure as measure_
-from ..errors import NucleisegError
+from ..errors import NucleisegError, one_line
 from ..io.atomic import same_file
 from ..io.formats import FORMATS, output_paths, parse_formats, write_outputs
 from ..io.inputs import strip_ome
 from ..io.metadata import pixel_size_of
 from . import _layers
 from . import _metadata as meta
-from ._models import one_line
 from .export_panel import button
 
 FEATURES_TABLE = ("napari", "Features table widget")  #: napari's own dock (napari_builtins)

@@ -33,6 +33,7 @@ from napari.utils.notifications import show_error, show_warning
 from napari.utils.theme import get_theme
 from superqt.utils import FunctionWorker, GeneratorWorker
 
+from ..errors import one_line
 from ..models import ModelConfig
 from ..pipeline import Progress, plane_indices
 from ..postprocess import PostprocessConfig
@@ -40,7 +41,7 @@ from ..preprocess import CHANNEL_NAMES, NormalizeConfig
 from . import _layers
 from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
-from ._models import available_devices, device_line, one_line
+from ._models import available_devices, device_line
 from ._segment_jobs import LargeResult, Request, Result, relabel, segment, segment_large_image
 from .folder_panel import FolderPanel
 from .model_picker import ModelPicker

@@ -30,12 +30,12 @@ from napari.utils.theme import get_theme
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 from superqt.utils import GeneratorWorker
 
-from ..errors import FileProblem, NucleisegError
+from ..errors import FileProblem, NucleisegError, one_line
 from ..finetune import FinetuneResult, Stage, finetune, plan_validation
 from ..training import TrainConfig, TrainProgress
 from ._layers import rows, scroll, section, show_line, text_lines
 from ._lifetime import CloseWatcher, Lifetime, while_alive
-from ._models import available_devices, one_line
+from ._models import available_devices
 from .loss_plot import LossPlot
 from .model_picker import ModelPicker
 
