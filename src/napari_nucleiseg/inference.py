@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import torch
 
-from .devices import memory_format, resolve_device
+from .devices import resolve_device
 from .preprocess import Scaling, scaling
+from .runner import runner
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
@@ -351,30 +352,24 @@ def predict_into(
     tiles = [(y, x0) for y in ys for x0 in xs]
     flips = _FLIPS if tta else _FLIPS[:1]
     total = len(tiles) * len(flips)
-    was_training = model.training
-    layout = memory_format(dev)
-    model.to(dev, memory_format=layout).eval()
-    try:
-        with torch.inference_mode():
-            done = 0
-            for i in range(0, len(tiles), batch_size):
-                batch = tiles[i : i + batch_size]
-                xb = torch.from_numpy(
-                    np.stack([_tile_input(image, scaling, y, x0, th, tw) for y, x0 in batch])
-                )
-                xb = xb.to(dev, memory_format=layout)
-                prob = torch.zeros((len(batch), model.out_channels, th, tw), device=dev)
-                for dims in flips:
-                    xf = torch.flip(xb, dims) if dims else xb
-                    yf = torch.sigmoid(model(xf).float())
-                    prob += torch.flip(yf, dims) if dims else yf
-                    done += len(batch)
-                prob = (prob / len(flips)).cpu().numpy()
-                for (y, x0), p in zip(batch, prob, strict=True):
-                    if y != band_top:  # a new row of tiles: the rows above it are final
-                        flush(y)
-                    band[:, :, x0 : x0 + tw] += p * np.outer(wy[y], wx[x0])
-                yield done, total
-    finally:
-        model.train(was_training)
+    forward = runner(model, dev)
+    with torch.inference_mode():
+        done = 0
+        for i in range(0, len(tiles), batch_size):
+            batch = tiles[i : i + batch_size]
+            xb = torch.from_numpy(
+                np.stack([_tile_input(image, scaling, y, x0, th, tw) for y, x0 in batch])
+            ).to(dev)
+            prob = torch.zeros((len(batch), model.out_channels, th, tw), device=dev)
+            for dims in flips:
+                xf = torch.flip(xb, dims) if dims else xb
+                yf = torch.sigmoid(forward(xf).float())
+                prob += torch.flip(yf, dims) if dims else yf
+                done += len(batch)
+            prob = (prob / len(flips)).cpu().numpy()
+            for (y, x0), p in zip(batch, prob, strict=True):
+                if y != band_top:  # a new row of tiles: the rows above it are final
+                    flush(y)
+                band[:, :, x0 : x0 + tw] += p * np.outer(wy[y], wx[x0])
+            yield done, total
     flush(ph)

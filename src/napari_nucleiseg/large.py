@@ -33,9 +33,10 @@ import numpy as np
 from . import scale
 from .devices import resolve_device
 from .inference import drain, model_device, predict_into
-from .pipeline import NETWORK_SHARE, Progress, estimate_diameter, relay, stop_switch
+from .pipeline import NETWORK_SHARE, Progress, estimate_diameter, relay
 from .postprocess import PostprocessConfig
 from .preprocess import scaling
+from .runner import stop_switch
 from .stitch import stitched_labels
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def segment_large(
     height, width = image.shape[:2]
     if np.iinfo(labels.dtype).max < height * width:
         raise ValueError(f"labels of {labels.dtype} are too narrow for {height}x{width}")
-    with stop_switch(model, stop):
+    with stop_switch(stop):
         factor = _factor(model, config, image, diameter, post, dev)
         seen = image  # what the network sees: the image resized so its nuclei are the model's
         if factor != 1.0:

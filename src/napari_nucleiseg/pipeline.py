@@ -15,8 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 import warnings
-from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -28,6 +27,8 @@ from . import scale
 from .devices import resolve_device
 from .inference import drain, model_device, predict_maps, tile_side
 from .postprocess import PostprocessConfig, labels_from_maps
+from .runner import Cancelled as Cancelled  # where callers have always found it
+from .runner import check_stop, stop_switch
 from .scale import median_diameter, resize_image, resize_maps
 
 if TYPE_CHECKING:
@@ -41,10 +42,6 @@ NETWORK_SHARE = 0.9
 Index = tuple[int, ...]
 T = TypeVar("T")
 Y = TypeVar("Y")
-
-
-class Cancelled(Exception):
-    """Raised when the stop event is set (inside a forward pass, or between planes)."""
 
 
 class DeviceFallbackWarning(UserWarning):
@@ -90,29 +87,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _check(stop: threading.Event | None) -> None:
-    if stop is not None and stop.is_set():
-        raise Cancelled
-
-
-@contextmanager
-def stop_switch(model: torch.nn.Module, stop: threading.Event | None) -> Iterator[None]:
-    """Make every module of ``model`` raise :class:`Cancelled` once ``stop`` is set.
-
-    The check runs before each layer, so a forward pass of seconds stops in
-    milliseconds. The hooks are removed on exit.
-    """
-    if stop is None:
-        yield
-        return
-    handles = [m.register_forward_pre_hook(lambda m, a: _check(stop)) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def relay(
@@ -341,7 +315,7 @@ def labels_of_planes(
     """
     planes = []
     for i, plane_maps in enumerate(maps):
-        _check(stop)
+        check_stop(stop)
         planes.append(labels_from_predicted(plane_maps, config, post))
         text = f"{_where(i, len(maps))}post-processing"
         yield Progress(start + (1 - start) * (i + 1) / len(maps), text)
@@ -403,9 +377,9 @@ def segment(
     """
     dev = model_device(model) if device is None else resolve_device(device)
     maps = np.empty((0, 0, 0, 0), np.float32)
-    with stop_switch(model, stop):
+    with stop_switch(stop):
         for i, index in enumerate(planes):
-            _check(stop)
+            check_stop(stop)
             run = plane_maps(
                 model,
                 config,

@@ -1,0 +1,109 @@
+"""The forward pass inference runs: batch norm folded, cached per weights, stoppable, and the
+model it was made from left as it was."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nucleiseg.inference import drain, predict_maps
+from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.models import ModelConfig, load_model
+from napari_nucleiseg.pipeline import Cancelled, segment
+from napari_nucleiseg.preprocess import normalize
+from napari_nucleiseg.runner import folded, runner, stop_switch
+from napari_nucleiseg.samples import sample_folder
+
+CPU = torch.device("cpu")
+
+
+def _trained_like(config: ModelConfig) -> torch.nn.Module:
+    """A small model whose batch norms hold statistics far from the identity, as after training."""
+    torch.manual_seed(0)
+    model = config.build()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.2, 3)
+                m.weight.uniform_(0.5, 2)
+                m.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("architecture", ["unet", "linknet"])
+def test_folded_model_gives_the_models_outputs(architecture):
+    config = ModelConfig(architecture, {"depth": 2, "base": 8} if architecture == "unet" else {})
+    model = _trained_like(config).eval()
+    net = folded(model)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not norms or architecture == "linknet"  # every U-Net norm follows a convolution
+    assert len(norms) < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.rand(2, 1, 64, 96)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_shipped_model_folded_gives_the_same_maps_on_a_real_image():
+    model, config = load_model("dsb2018-unet")
+    image = read_sample(sample_folder("fluorescence")).image[:256, :256]
+    x = torch.from_numpy(normalize(image, config))[None]
+    with torch.inference_mode():
+        plain, fast = torch.sigmoid(model.eval()(x)), torch.sigmoid(folded(model)(x))
+    assert plain.std() > 0.1  # nuclei and background, not a flat map
+    assert (plain - fast).abs().max() < 1e-4
+
+
+def test_runner_is_built_once_per_weights_and_leaves_the_model_alone():
+    config = ModelConfig("unet", {"depth": 2, "base": 4})
+    model = _trained_like(config).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = runner(model, CPU)
+    assert runner(model, CPU) is first  # cached
+    x = torch.rand(1, 1, 32, 32)
+    with torch.inference_mode():
+        old = first(x)
+    assert model.training  # not put in eval mode, not moved, not changed
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():  # a training step changes the weights in place
+        next(model.parameters()).mul_(-1)
+    again = runner(model, CPU)
+    assert again is not first
+    with torch.inference_mode():
+        model.eval()
+        assert not torch.allclose(again(x), old)
+        assert torch.allclose(again(x), model(x), atol=1e-4)
+
+
+def test_stop_switch_interrupts_a_forward_pass_before_its_first_layer():
+    config = ModelConfig("unet", {"depth": 2, "base": 4})
+    model = config.build().eval()
+    forward = runner(model, CPU)
+    stop, layers = threading.Event(), []
+    spy = [m.register_forward_pre_hook(lambda m, a: layers.append(m)) for m in model.modules()]
+    stop.set()
+    with stop_switch(stop), pytest.raises(Cancelled), torch.inference_mode():
+        forward(torch.zeros(1, 1, 32, 32))
+    with stop_switch(None), torch.inference_mode():  # no switch, or one not set: it runs
+        forward(torch.zeros(1, 1, 32, 32))
+    assert not layers  # the model's own hooks are not the runner's
+    for handle in spy:
+        handle.remove()
+
+
+def test_a_stop_set_from_another_thread_cancels_a_run_in_flight():
+    config = ModelConfig("unet", {"depth": 3, "base": 16})
+    model = config.build().eval()
+    stop = threading.Event()
+    timer = threading.Timer(0.05, stop.set)
+    timer.start()
+    image = np.random.default_rng(0).random((2048, 2048)).astype(np.float32)
+    with pytest.raises(Cancelled):
+        drain(segment(model, config, image, stop=stop, tile_size=512))
+    timer.join()
+    # the thread's switch is off again: the next run goes through
+    maps = drain(predict_maps(model, config, image[:64, :64]))
+    assert maps.shape == (2, 64, 64)
