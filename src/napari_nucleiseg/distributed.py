@@ -12,6 +12,7 @@ on a file system they share.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Generator
@@ -30,6 +31,7 @@ from .batch import (
 )
 from .errors import NucleisegError
 from .pipeline import Cancelled, Progress
+from .runner import BACKEND_VARIABLE
 
 #: tries of a task before the batch fails, naming the image
 RETRIES = 2
@@ -43,11 +45,17 @@ def _worker_models(source: str, device: str):
     return ModelChoice(source, device)
 
 
-def segment_on_worker(job: ImageJob, model: str, device: str, options: dict) -> ImageResult:
+def segment_on_worker(
+    job: ImageJob, model: str, device: str, options: dict, backend: str | None = None
+) -> ImageResult:
     """The task: one image with the worker's model (``options``: thresholds, tiles, flips).
-    ``device`` ("auto" too) is resolved on the worker: its GPU, not the submitter's."""
+    ``device`` ("auto" too) is resolved on the worker: its GPU, not the submitter's;
+    ``backend``: the submitter's choice (:mod:`napari_nucleiseg.runner`), None: the worker's."""
     from .devices import resolve_device
     from .inference import drain
+
+    if backend is not None:
+        os.environ[BACKEND_VARIABLE] = backend
 
     dev = str(resolve_device(device))
     return drain(segment_image(job, _worker_models(model, dev), device=dev, **options))
@@ -114,9 +122,10 @@ def run_batch_on_cluster(
     options = {"post": post, "tile_size": tile_size, "tta": tta, "diameter": diameter}
     model = str(Path(model).resolve()) if Path(model).is_file() else str(model)
     batch = uuid.uuid4().hex  # task keys unique on a scheduler other clients share
+    backend = os.environ.get(BACKEND_VARIABLE)  # what this process runs on, theirs too
     futures = {
         client.submit(
-            segment_on_worker, job, model, device, options,
+            segment_on_worker, job, model, device, options, backend,
             key=f"nucleiseg-{batch}-{n}", retries=RETRIES, pure=False,
         ): job
         for n, job in enumerate(jobs)

@@ -6,16 +6,26 @@ has it folded, sits on the device in the device's preferred memory layout, and i
 cached per model, device and weights, so that a model still in training gets a fresh
 copy after each step. The original model is never changed or moved.
 
+Backends (:data:`BACKENDS`, chosen by the ``NUCLEISEG_BACKEND`` environment variable,
+which ``--backend`` sets and Dask workers started here inherit): on the CPU, "auto" runs
+the folded model through ONNX Runtime (faster than PyTorch on a CPU: docs/benchmarks.md;
+maps equal to 1e-5) when ``onnxruntime`` and ``onnx`` are installed (they are
+dependencies, but a platform may lack their wheels), else through PyTorch; a GPU always
+runs PyTorch.
+
 Stopping: inside :func:`stop_switch`, every layer of a runner checks the stop event of
 its thread first and raises :class:`Cancelled` once it is set, so that a forward pass of
-seconds stops in milliseconds.
+seconds stops in milliseconds (ONNX Runtime: its run is told to terminate).
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import itertools
+import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +35,12 @@ from .devices import memory_format
 
 if TYPE_CHECKING:
     import torch
+
+
+#: how the forward pass runs on the CPU; see the module's docstring
+BACKENDS = ("auto", "torch", "onnxruntime")
+#: the environment variable that chooses the backend
+BACKEND_VARIABLE = "NUCLEISEG_BACKEND"
 
 
 class Cancelled(Exception):
@@ -83,20 +99,114 @@ def folded(model: torch.nn.Module) -> torch.nn.Module:
     return net.requires_grad_(False)
 
 
+def backend(device: torch.device) -> str:
+    """The backend that runs on ``device``: "torch" or "onnxruntime" (see :data:`BACKENDS`).
+
+    Raises
+    ------
+    ValueError
+        ``NUCLEISEG_BACKEND`` names no backend, or asks for ONNX Runtime where it is not
+        installed.
+    """
+    asked = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
+    if asked not in BACKENDS:
+        raise ValueError(f"{BACKEND_VARIABLE}={asked!r}: choose from {', '.join(BACKENDS)}")
+    if asked == "torch" or device.type != "cpu":
+        return "torch"
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if asked == "onnxruntime":
+            raise ValueError(
+                "the onnxruntime backend needs the packages onnxruntime and onnx "
+                "(pip install onnxruntime onnx), or choose the backend torch"
+            ) from None
+        return "torch"
+    return "onnxruntime"
+
+
+def _onnx_session(net: torch.nn.Module):
+    """An ONNX Runtime session of ``net``'s network proper (no padding: every input side a
+    multiple of its divisor), any batch and size, with this process's torch thread count."""
+    import onnxruntime
+    import torch
+
+    class Network(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model._forward(x)
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter: fast (0.3 s), and deprecated
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Network(net), torch.zeros(1, net.in_channels, net.divisor, net.divisor), buffer,
+            dynamo=False, input_names=["x"], output_names=["y"], opset_version=17,
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},
+        )  # fmt: skip
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(
+        buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _onnx_forward(session) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime
+    import torch
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        check_stop()
+        stop = getattr(_local, "stop", None)
+        options = onnxruntime.RunOptions()
+        done = threading.Event()
+
+        def watch() -> None:  # a set stop terminates the run within ~20 ms
+            while not done.wait(0.02):
+                if stop.is_set():
+                    options.terminate = True
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True) if stop is not None else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            (y,) = session.run(None, {"x": x.cpu().contiguous().numpy()}, options)
+        except Exception:
+            check_stop()  # a terminated run is a cancel, anything else an error
+            raise
+        finally:
+            done.set()
+        return torch.from_numpy(y)
+
+    return run
+
+
 _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def runner(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The forward pass of ``model`` on ``device`` for inference: logits of a batch, which it
-    moves to ``device`` in that device's layout. Call it under ``torch.inference_mode``."""
-    key = (str(device), _weights_key(model))
+    """The forward pass of ``model`` on ``device`` for inference: logits of a batch whose
+    sides are multiples of ``model.divisor``, moved to ``device`` (its layout). Call it under
+    ``torch.inference_mode``. Built once per model, device, backend and weights."""
+    engine = backend(device)
+    key = (engine, _weights_key(model))
     cached = _RUNNERS.get(model, {}).get(str(device))
     if cached is None or cached[0] != key:
-        layout = memory_format(device)
-        net = folded(model).to(device, memory_format=layout)
+        net = folded(model)
+        if engine == "onnxruntime":
+            run = _onnx_forward(_onnx_session(net))
+        else:
+            layout = memory_format(device)
+            net = net.to(device, memory_format=layout)
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return net(x.to(device, memory_format=layout))
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return net(x.to(device, memory_format=layout))
 
         cached = key, run
         _RUNNERS.setdefault(model, {})[str(device)] = cached

@@ -3,6 +3,9 @@ model it was made from left as it was."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -14,7 +17,7 @@ from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.models import ModelConfig, load_model
 from napari_nucleiseg.pipeline import Cancelled, segment
 from napari_nucleiseg.preprocess import normalize
-from napari_nucleiseg.runner import folded, runner, stop_switch
+from napari_nucleiseg.runner import BACKEND_VARIABLE, backend, folded, runner, stop_switch
 from napari_nucleiseg.samples import sample_folder
 
 CPU = torch.device("cpu")
@@ -94,7 +97,9 @@ def test_stop_switch_interrupts_a_forward_pass_before_its_first_layer():
         handle.remove()
 
 
-def test_a_stop_set_from_another_thread_cancels_a_run_in_flight():
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_a_stop_set_from_another_thread_cancels_a_run_in_flight(monkeypatch, engine):
+    monkeypatch.setenv(BACKEND_VARIABLE, engine)
     config = ModelConfig("unet", {"depth": 3, "base": 16})
     model = config.build().eval()
     stop = threading.Event()
@@ -107,3 +112,55 @@ def test_a_stop_set_from_another_thread_cancels_a_run_in_flight():
     # the thread's switch is off again: the next run goes through
     maps = drain(predict_maps(model, config, image[:64, :64]))
     assert maps.shape == (2, 64, 64)
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.delenv(BACKEND_VARIABLE, raising=False)
+    assert backend(CPU) == "onnxruntime"  # installed with the package: the CPU's default
+    assert backend(torch.device("cuda")) == "torch"  # a GPU runs PyTorch, whatever is asked
+    monkeypatch.setenv(BACKEND_VARIABLE, "torch")
+    assert backend(CPU) == "torch"
+    monkeypatch.setenv(BACKEND_VARIABLE, "tensorflow")
+    with pytest.raises(ValueError, match="NUCLEISEG_BACKEND='tensorflow': choose from auto"):
+        backend(CPU)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # a platform without its wheels
+    monkeypatch.setenv(BACKEND_VARIABLE, "auto")
+    assert backend(CPU) == "torch"
+    monkeypatch.setenv(BACKEND_VARIABLE, "onnxruntime")
+    with pytest.raises(ValueError, match="pip install onnxruntime onnx"):
+        backend(CPU)
+
+
+@pytest.mark.parametrize("kind", ["fluorescence", "histology"])
+def test_backends_give_the_same_maps_and_labels_on_real_images(monkeypatch, kind):
+    model, config = load_model("dsb2018-unet")
+    image = read_sample(sample_folder(kind)).image
+    runs = {}
+    for engine in ("torch", "onnxruntime"):
+        monkeypatch.setenv(BACKEND_VARIABLE, engine)
+        runs[engine] = drain(segment(model, config, image, tile_size=256))
+    (maps_t, labels_t), (maps_o, labels_o) = runs["torch"], runs["onnxruntime"]
+    assert labels_t.max() > 20
+    assert np.abs(maps_t - maps_o).max() < 1e-4
+    assert np.array_equal(labels_t, labels_o)
+
+
+def test_cli_backend_option_and_a_bad_choice_in_one_line(tmp_path):
+    folder = sample_folder("fluorescence").parent
+    cli = [sys.executable, "-m", "napari_nucleiseg.cli", "predict", str(folder)]
+    done = subprocess.run(
+        [*cli, "-o", str(tmp_path / "torch"), "--backend", "torch"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "torch").glob("*.tif"))) == 2
+    env = {**os.environ, BACKEND_VARIABLE: "tensorflow"}
+    bad = subprocess.run(
+        [*cli, "-o", str(tmp_path / "bad")], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode != 0
+    assert (
+        bad.stderr.strip()
+        .splitlines()[-1]
+        .endswith("NUCLEISEG_BACKEND='tensorflow': choose from auto, torch, onnxruntime")
+    )
+    assert not (tmp_path / "bad").exists()  # refused before anything was written

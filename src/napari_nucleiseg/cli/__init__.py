@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -23,6 +24,7 @@ from .. import __version__
 from ..devices import DEVICES
 from ..errors import NucleisegError
 from ..io import stage1
+from ..runner import BACKENDS
 
 
 def progress(items: Iterable, desc: str) -> tqdm:
@@ -68,6 +70,25 @@ def add_device(p: argparse.ArgumentParser) -> None:
         choices=DEVICES,
         help="where the network runs; auto: CUDA, then Apple MPS, then CPU",
     )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="what runs the network on the CPU; auto (default): ONNX Runtime where "
+        "installed, else PyTorch (also set by the NUCLEISEG_BACKEND variable)",
+    )
+
+
+def use_backend(args: argparse.Namespace, device) -> None:
+    """Make ``--backend`` this process's choice (and its local Dask workers'), and check it
+    can run on ``device`` before any work starts."""
+    from ..runner import BACKEND_VARIABLE, backend
+
+    if args.backend:
+        os.environ[BACKEND_VARIABLE] = args.backend
+    try:
+        backend(device)
+    except ValueError as exc:
+        raise NucleisegError(str(exc)) from None
 
 
 def add_pixel_size(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import NucleisegError
 from ..preprocess import CHANNEL_NAMES
-from . import add_device, add_pixel_size, positive_number, progress_bar
+from . import add_device, add_pixel_size, positive_number, progress_bar, use_backend
 
 #: ``--invert`` words and the normalisation's ``invert`` each stands for
 INVERT_CHOICES = {"auto": "auto", "yes": "always", "no": "never"}
@@ -158,6 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise NucleisegError(str(exc)) from None
+    use_backend(args, device)
     if args.workers < 1:
         raise NucleisegError(f"--workers must be 1 or more, got {args.workers}")
     name = args.model

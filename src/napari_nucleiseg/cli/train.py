@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..errors import FileProblem
-from . import add_device, positive_number
+from . import add_device, positive_number, use_backend
 
 if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
     from ..models import ModelConfig, TrainingInfo
@@ -270,6 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     device = resolve_device(args.device)
+    use_backend(args, device)  # the validation's forward passes
     print(
         f"training {config.architecture} on {len(train_samples)} samples "
         f"({len(val_samples)} for validation) on {device}",
