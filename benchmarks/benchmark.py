@@ -10,6 +10,10 @@
   post-processing) at 256x256, 520x696 and 1024x1024 on each device here, and
   the ratio to a plain 2015-size U-Net's forward pass on the same image in the
   same run (the reference).
+- stardist: the default model end to end (ONNX Runtime, then PyTorch; with its network
+  and post-processing alone) against StarDist's network alone (``stardist_speed.py``, run
+  by ``--stardist-python``, a side environment's Python; default ``../stardist-env``),
+  in rounds that alternate the two, on the CPU: medians of the rounds, and the ratios.
 - memory: peak resident memory and time for an 8192x8192 mosaic of real
   images, tiled; and seams: labels of a 2048x2048 mosaic tiled (512-pixel
   tiles) against untiled.
@@ -30,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -50,7 +56,8 @@ from napari_nucleiseg.io.images import read_image_file
 from napari_nucleiseg.io.stage1 import image_path
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import DEFAULT_MODEL, create_model, load_model, shipped_models
-from napari_nucleiseg.pipeline import segment
+from napari_nucleiseg.pipeline import labels_from_predicted, segment
+from napari_nucleiseg.runner import BACKEND_VARIABLE, runner
 from napari_nucleiseg.training import read_ids, read_samples
 from napari_nucleiseg.training.tune import score_postprocess
 
@@ -119,7 +126,7 @@ def pick_images() -> dict[tuple[int, int], Path]:
     return found
 
 
-def _forward(model: torch.nn.Module, x: torch.Tensor) -> None:
+def _forward(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
     with torch.inference_mode():
         model(x)
     if x.device.type == "cuda":
@@ -170,6 +177,74 @@ def speed(models: list[str], devices: list[str], repeats: int) -> None:
             cells = " | ".join(f"{t[s]:.3f}" for s in SIZES)
             ratios = " | ".join(f"{t[s] / ref[s]:.3f}" for s in SIZES)
             print(f"| {dev.type} | {name} | {cells} | {ratios} |")
+
+
+STARDIST_SCRIPT = Path(__file__).with_name("stardist_speed.py")
+STARDIST_PYTHON = Path(__file__).parents[2] / "stardist-env" / "bin" / "python"
+
+
+def _stardist_times(python: Path, repeats: int) -> dict[tuple[int, int], float]:
+    done = subprocess.run(
+        [str(python), str(STARDIST_SCRIPT), *(f"{h}x{w}" for h, w in SIZES)],
+        capture_output=True, text=True, env={**os.environ, "REPEATS": str(repeats)}, check=True,
+    )  # fmt: skip
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return {(h, w): found[f"{h}x{w}"] for h, w in SIZES}
+
+
+def versus_stardist(name: str, python: Path, rounds: int, repeats: int) -> None:
+    """Ours end to end against StarDist's network alone, alternating in rounds (this
+    machine's speed drifts: only figures of one run compare)."""
+    images = pick_images()
+    cpu = torch.device("cpu")
+    model, config = load_model(name, device=cpu)
+    have_stardist = python.is_file()
+    rows = ("onnxruntime", "torch", "network", "post-processing", "stardist")
+    times: dict[str, dict] = {row: {s: [] for s in SIZES} for row in rows}
+    for _ in range(rounds):
+        for engine in ("onnxruntime", "torch"):
+            os.environ[BACKEND_VARIABLE] = engine
+            for s in SIZES:
+                run = partial(_end_to_end, model, config, images[s], cpu)
+                times[engine][s].append(_timed(run, repeats))
+        os.environ[BACKEND_VARIABLE] = "onnxruntime"
+        forward = runner(model, cpu)
+        for s in SIZES:
+            x = torch.rand(1, config.in_channels, *pad16(s))
+            times["network"][s].append(_timed(partial(_forward, forward, x), repeats))
+            maps = drain(predict_maps(model, config, read_image_file(images[s])))
+            post = partial(labels_from_predicted, maps, config)
+            times["post-processing"][s].append(_timed(post, repeats))
+        if have_stardist:
+            for s, t in _stardist_times(python, repeats).items():
+                times["stardist"][s].append(t)
+    os.environ.pop(BACKEND_VARIABLE, None)
+    median = {
+        row: {s: statistics.median(v) for s, v in by.items() if v} for row, by in times.items()
+    }
+    sd = median["stardist"]
+    header = " | ".join(f"{h}x{w}" for h, w in SIZES)
+    print(f"\n## Speed against StarDist: CPU seconds per image ({name}, {rounds} rounds)\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; " + (
+        f"StarDist's network by {python}" if have_stardist
+        else f"StarDist not timed: no side environment at {python} (see stardist_speed.py)"
+    ) + "\n")  # fmt: skip
+    ratio_header = f" | ratio to StarDist's network ({header})" if have_stardist else ""
+    print(f"| what | {header}{ratio_header} |")
+    print("| --- | " + " | ".join(["---"] * len(SIZES) * (2 if have_stardist else 1)) + " |")
+    labels = {
+        "onnxruntime": "ours end to end, ONNX Runtime (default)",
+        "torch": "ours end to end, PyTorch (--backend torch)",
+        "network": "our network alone (ONNX Runtime)",
+        "post-processing": "our post-processing alone",
+        "stardist": "StarDist's network alone (grid 2x2)",
+    }
+    for row in rows:
+        if not median[row]:
+            continue
+        cells = " | ".join(f"{median[row][s]:.3f}" for s in SIZES)
+        ratios = " | " + " | ".join(f"{median[row][s] / sd[s]:.2f}x" for s in SIZES) if sd else ""
+        print(f"| {labels[row]} | {cells}{ratios} |")
 
 
 def pad16(size: tuple[int, int]) -> tuple[int, int]:
@@ -474,9 +549,19 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["accuracy", "split", "tta", "speed", "memory", "outputs", "cluster"],
-        choices=["accuracy", "split", "tta", "speed", "memory", "large", "outputs", "cluster"],
+        default=["accuracy", "split", "tta", "speed", "stardist", "memory", "outputs", "cluster"],
+        choices=[
+            "accuracy", "split", "tta", "speed", "stardist", "memory", "large", "outputs",
+            "cluster",
+        ],
+    )  # fmt: skip
+    parser.add_argument(
+        "--stardist-python",
+        type=Path,
+        default=STARDIST_PYTHON,
+        help="Python of a side environment with stardist and tensorflow-cpu",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the stardist section")
     parser.add_argument(
         "--large-sides",
         type=int,
@@ -505,6 +590,11 @@ def main() -> None:
         )
     if "speed" in args.sections:
         speed(models, devices, args.repeats)
+    if "stardist" in args.sections:
+        versus_stardist(
+            DEFAULT_MODEL if DEFAULT_MODEL in models else models[0],
+            args.stardist_python, args.rounds, args.repeats,
+        )  # fmt: skip
     if "memory" in args.sections:
         memory(DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
     if "large" in args.sections:
