@@ -14,10 +14,18 @@ import torch
 
 from napari_nucleiseg.inference import drain, predict_maps
 from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import ModelConfig, load_model
 from napari_nucleiseg.pipeline import Cancelled, segment
 from napari_nucleiseg.preprocess import normalize
-from napari_nucleiseg.runner import BACKEND_VARIABLE, backend, folded, runner, stop_switch
+from napari_nucleiseg.runner import (
+    _RUNNERS,
+    BACKEND_VARIABLE,
+    backend,
+    folded,
+    runner,
+    stop_switch,
+)
 from napari_nucleiseg.samples import sample_folder
 
 CPU = torch.device("cpu")
@@ -97,7 +105,7 @@ def test_stop_switch_interrupts_a_forward_pass_before_its_first_layer():
         handle.remove()
 
 
-@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime", "onnxruntime-int8"])
 def test_a_stop_set_from_another_thread_cancels_a_run_in_flight(monkeypatch, engine):
     monkeypatch.setenv(BACKEND_VARIABLE, engine)
     config = ModelConfig("unet", {"depth": 3, "base": 16})
@@ -120,15 +128,19 @@ def test_backend_choice(monkeypatch):
     assert backend(torch.device("cuda")) == "torch"  # a GPU runs PyTorch, whatever is asked
     monkeypatch.setenv(BACKEND_VARIABLE, "torch")
     assert backend(CPU) == "torch"
+    monkeypatch.setenv(BACKEND_VARIABLE, "onnxruntime-int8")
+    assert backend(CPU) == "onnxruntime-int8"
+    assert backend(torch.device("cuda")) == "torch"
     monkeypatch.setenv(BACKEND_VARIABLE, "tensorflow")
     with pytest.raises(ValueError, match="NUCLEISEG_BACKEND='tensorflow': choose from auto"):
         backend(CPU)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # a platform without its wheels
     monkeypatch.setenv(BACKEND_VARIABLE, "auto")
     assert backend(CPU) == "torch"
-    monkeypatch.setenv(BACKEND_VARIABLE, "onnxruntime")
-    with pytest.raises(ValueError, match="pip install onnxruntime onnx"):
-        backend(CPU)
+    for engine in ("onnxruntime", "onnxruntime-int8"):
+        monkeypatch.setenv(BACKEND_VARIABLE, engine)
+        with pytest.raises(ValueError, match="pip install onnxruntime onnx"):
+            backend(CPU)
 
 
 @pytest.mark.parametrize("kind", ["fluorescence", "histology"])
@@ -143,6 +155,27 @@ def test_backends_give_the_same_maps_and_labels_on_real_images(monkeypatch, kind
     assert labels_t.max() > 20
     assert np.abs(maps_t - maps_o).max() < 1e-4
     assert np.array_equal(labels_t, labels_o)
+
+
+def test_int8_is_the_same_on_every_build_and_tiled_as_whole_and_near_float(monkeypatch):
+    """int8's ranges come from the shipped samples, not from the image: the maps of a model
+    are the same on every run, and its tiles give the whole image's maps exactly."""
+    model, config = load_model("dsb2018-unet")
+    image = read_sample(sample_folder("fluorescence")).image
+    monkeypatch.setenv(BACKEND_VARIABLE, "onnxruntime-int8")
+    whole = drain(predict_maps(model, config, image))
+    assert np.array_equal(drain(predict_maps(model, config, image, tile_size=208)), whole)
+    _RUNNERS.clear()
+    assert np.array_equal(drain(predict_maps(model, config, image)), whole)
+    monkeypatch.setenv(BACKEND_VARIABLE, "onnxruntime")
+    exact = drain(predict_maps(model, config, image))
+    assert 0 < np.abs(whole - exact).mean() < 0.01  # int8 indeed, and close
+    labels = {}
+    for engine in ("onnxruntime", "onnxruntime-int8"):
+        monkeypatch.setenv(BACKEND_VARIABLE, engine)
+        labels[engine] = drain(segment(model, config, image))[1][0]
+    agreement = score_image(labels["onnxruntime"], labels["onnxruntime-int8"]).ap.mean()
+    assert agreement > 0.9, agreement
 
 
 def test_cli_backend_option_and_a_bad_choice_in_one_line(tmp_path):
@@ -161,6 +194,8 @@ def test_cli_backend_option_and_a_bad_choice_in_one_line(tmp_path):
     assert (
         bad.stderr.strip()
         .splitlines()[-1]
-        .endswith("NUCLEISEG_BACKEND='tensorflow': choose from auto, torch, onnxruntime")
+        .endswith(
+            "NUCLEISEG_BACKEND='tensorflow': choose from auto, torch, onnxruntime, onnxruntime-int8"
+        )
     )
     assert not (tmp_path / "bad").exists()  # refused before anything was written
