@@ -16,6 +16,7 @@ import shutil
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -281,18 +282,21 @@ def prepare_output(plan: BatchPlan) -> None:
 
 
 def segment_image(
-    job: ImageJob, models: ModelChoice, **options
+    job: ImageJob, models: ModelChoice, *, spread=None, **options
 ) -> Generator[Progress, None, ImageResult]:
     """Segment one image with the model chosen for it and write its outputs (each file whole
     or not at all).
 
     ``options`` are :func:`~napari_nucleiseg.pipeline.segment`'s ``post``, ``device``,
     ``tile_size``, ``tta``, ``stop`` and ``diameter``; its progress is yielded as it comes.
+    ``spread(path, model_name)``, for a large image: what computes its maps elsewhere
+    (``segment_large``'s ``network``), None: this process.
     """
     from .pipeline import segment
 
     if job.large:
-        return (yield from _segment_large_image(job, models, **options))
+        network = None if spread is None else partial(spread, job.path)
+        return (yield from _segment_large_image(job, models, network=network, **options))
     image = read_image_file(job.path)
     name, model, config = models.for_image(image)
     if job.normalization is not None:  # a polarity or channel chosen for the run
@@ -325,7 +329,7 @@ def scratch_path(output: Path, image_id: str) -> Path:
 
 
 def _segment_large_image(
-    job: ImageJob, models: ModelChoice, **options
+    job: ImageJob, models: ModelChoice, network=None, **options
 ) -> Generator[Progress, None, ImageResult]:
     """:func:`segment_image` for an image over ``LARGE_PIXELS``: read lazily (a TIFF through
     tifffile's Zarr store), maps and labels in a scratch folder beside the outputs, each
@@ -339,7 +343,10 @@ def _segment_large_image(
         if job.normalization is not None:
             config = replace(config, normalization=job.normalization)
         labels = labels_array(image.shape[:2], scratch)
-        nuclei = yield from segment_large(model, config, image, labels, scratch=scratch, **options)
+        nuclei = yield from segment_large(
+            model, config, image, labels, scratch=scratch,
+            network=None if network is None else network(name), **options,
+        )  # fmt: skip
         write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size)
     except (Cancelled, NucleisegError):
         raise

@@ -16,7 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Generator
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 from .batch import (
@@ -58,7 +58,93 @@ def segment_on_worker(
         os.environ[BACKEND_VARIABLE] = backend
 
     dev = str(resolve_device(device))
-    return drain(segment_image(job, _worker_models(model, dev), device=dev, **options))
+    spread = partial(
+        rows_on_cluster, device=device, tile_size=options.get("tile_size"),
+        tta=options.get("tta", False), backend=backend,
+    )  # fmt: skip
+    return drain(
+        segment_image(job, _worker_models(model, dev), device=dev, spread=spread, **options)
+    )
+
+
+def rows_on_cluster(
+    path: Path, name: str, *, device: str, tile_size: int | None, tta: bool, backend: str | None
+):
+    """The maps of one large image computed by the cluster's workers: ``segment_large``'s
+    ``network``, for the task that segments the image (it runs on a worker and waits for
+    the others without holding its thread). Each task computes whole chunks of rows,
+    about four tasks a worker thread, with the tiles that reach them: the maps of one
+    process, value for value; the labels are then made by the image's task."""
+
+    def network(factor: float, scaling, maps_folder: Path, chunk: int):
+        import zarr
+        from distributed import as_completed, worker_client
+
+        height = zarr.open_array(str(maps_folder), mode="r").shape[1]
+        with worker_client() as client:
+            threads = max(sum(client.nthreads().values()), 1)
+            step = max(-(-height // (4 * threads * chunk)), 1) * chunk
+            blocks = [(top, min(top + step, height)) for top in range(0, height, step)]
+            futures = [
+                client.submit(
+                    maps_rows_on_worker, path, name, device, factor, scaling, maps_folder,
+                    block, tile_size, tta, backend, retries=RETRIES, pure=False,
+                )
+                for block in blocks
+            ]  # fmt: skip
+            for done, future in enumerate(as_completed(futures), start=1):
+                future.result()  # a block that failed on every try fails the image
+                yield done, len(blocks)
+
+    return network
+
+
+def maps_rows_on_worker(
+    path: Path,
+    name: str,
+    device: str,
+    factor: float,
+    scaling,
+    maps_folder: Path,
+    rows: tuple[int, int],
+    tile_size: int | None,
+    tta: bool,
+    backend: str | None,
+) -> None:
+    """The task: rows ``rows`` of one large image's maps, into its Zarr maps (whole chunks
+    of rows, so that no two tasks write one chunk), the image opened here lazily and
+    resized by ``factor`` as ``segment_large`` resizes it."""
+    import zarr
+
+    from . import scale
+    from .devices import resolve_device
+    from .inference import drain, predict_into
+    from .io.images import open_lazily
+
+    if backend is not None:
+        os.environ[BACKEND_VARIABLE] = backend
+    dev = str(resolve_device(device))
+    model, _ = _worker_models(name, dev).load(name)
+    image, close = open_lazily(path)
+    try:
+        if factor != 1.0:
+            image = scale.Resized(image, scale.resized_shape(image.shape, factor), factor < 1)
+        maps = zarr.open_array(str(maps_folder), mode="r+")
+        drain(
+            predict_into(
+                model,
+                scaling,
+                image,
+                maps,
+                device=dev,
+                tile_size=tile_size,
+                batch_size=1,
+                tta=tta,
+                rows=rows,
+            )  # fmt: skip
+        )
+    finally:
+        close()
 
 
 def local_client(workers: int):

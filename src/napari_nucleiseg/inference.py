@@ -284,6 +284,7 @@ def predict_into(
     overlap: int | None = None,
     batch_size: int = 4,
     tta: bool = False,
+    rows: tuple[int, int] | None = None,
 ) -> Generator[tuple[int, int], None, None]:
     """Write the probability maps of ``image`` into ``out``, a band of tiles at a time.
 
@@ -301,6 +302,10 @@ def predict_into(
         Written row band by row band, each row once.
     device, tile_size, overlap, batch_size, tta
         As :func:`predict_maps`.
+    rows : (int, int), optional
+        Only rows ``first..last-1`` of the maps, from the tiles that reach them: the same
+        values as a whole run gives them, so that processes can share one image's rows
+        (:mod:`napari_nucleiseg.distributed`). None: every row.
 
     Yields
     ------
@@ -333,18 +338,22 @@ def predict_into(
         norm_y[y : y + th] += wy[y]
     for x0 in xs:
         norm_x[x0 : x0 + tw] += wx[x0]
+    first, last = (0, h) if rows is None else rows
+    ys = [y for y in ys if wy[y][max(first - y, 0) : max(last - y, 0)].any()]
+    if not ys:
+        return
     band_top, band = ys[0], np.zeros((model.out_channels, th, pw), np.float32)
 
     def flush(stop: int) -> None:
         """Write the band's rows above ``stop`` (no later tile reaches them) and drop them,
         a block of columns at a time (no band-sized temporaries)."""
         nonlocal band_top
-        end = min(stop, h)
-        for x0 in range(0, w, FLUSH_COLUMNS):
+        top, end = max(band_top, first), min(stop, h, last)
+        for x0 in range(0, w if top < end else 0, FLUSH_COLUMNS):
             x1 = min(x0 + FLUSH_COLUMNS, w)
-            weight = np.outer(norm_y[band_top:end], norm_x[x0:x1])
-            out[:, band_top:end, x0:x1] = band[:, : end - band_top, x0:x1] / weight
-        shift = stop - band_top
+            weight = np.outer(norm_y[top:end], norm_x[x0:x1])
+            out[:, top:end, x0:x1] = band[:, top - band_top : end - band_top, x0:x1] / weight
+        shift = min(stop - band_top, th)
         band[:, : th - shift] = band[:, shift:]
         band[:, th - shift :] = 0
         band_top = stop

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,10 @@ from .stitch import stitched_labels
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
+    from .preprocess import Scaling
+
+    #: (factor, scaling, maps folder, chunk) -> progress: maps computed elsewhere
+    Network = Callable[[float, Scaling, Path, int], Generator[tuple[int, int], None, None]]
 
 #: images of more pixels than this are segmented by :func:`segment_large` (the command line
 #: and the batch); the environment variable NUCLEISEG_LARGE_PIXELS sets another bound
@@ -109,6 +113,7 @@ def segment_large(
     halo: int = HALO,
     stop: threading.Event | None = None,
     scratch: str | os.PathLike | None = None,
+    network: Network | None = None,
 ) -> Generator[Progress, None, int]:
     """Write the instance labels of a 2-D image of any size into ``labels``.
 
@@ -131,6 +136,11 @@ def segment_large(
         Where the maps are kept while the labels are made (a temporary folder in it); by
         default the system's temporary folder. They take 4 bytes per pixel and map, less
         after Zarr's compression.
+    network : callable, optional
+        What computes the maps instead of this process: called with the resize factor,
+        the normalisation, the maps' Zarr folder and their chunk side, it fills that
+        array (rows of whole chunks at a time, say on a Dask cluster,
+        :func:`napari_nucleiseg.distributed.rows_on_cluster`) and yields (done, total).
 
     Yields
     ------
@@ -164,11 +174,15 @@ def segment_large(
         try:
             shape = (model.out_channels, *seen.shape[:2])
             maps = zarr_array(folder / "maps.zarr", shape, "f4", chunk)
-            network = predict_into(
-                model, found, seen, maps, device=dev, tile_size=tile_size, batch_size=1, tta=tta
-            )
+            if network is None:
+                steps = predict_into(
+                    model, found, seen, maps, device=dev, tile_size=tile_size, batch_size=1,
+                    tta=tta,
+                )  # fmt: skip
+            else:
+                steps = network(factor, found, folder / "maps.zarr", chunk)
             yield from relay(
-                network,
+                steps,
                 lambda step: Progress(
                     NETWORK_SHARE * step[0] / max(step[1], 1), f"tile {step[0]}/{step[1]}"
                 ),

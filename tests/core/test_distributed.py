@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import tifffile
 
-from napari_nucleiseg.batch import plan_batch
+from napari_nucleiseg.batch import image_jobs, plan_batch
 from napari_nucleiseg.cli import main
 from napari_nucleiseg.distributed import RETRIES, close_client, local_client, run_batch_on_cluster
 from napari_nucleiseg.errors import NucleisegError
@@ -65,3 +65,37 @@ def test_a_failing_image_is_retried_then_named(tmp_path, small_root, tiny_checkp
     assert not list(out.glob(".*partial"))
     others = sorted(i for i, _ in plan.inputs if i != plan.inputs[1][0])
     assert sorted(p.stem for p in out.glob("*.tif")) == others
+
+
+def test_one_large_image_is_spread_over_the_workers_with_the_labels_of_one_process(
+    tmp_path, client, monkeypatch
+):
+    """A large image on the cluster: its rows of maps are tasks of their own (counted in the
+    scheduler's task stream), and its labels are the ones a single process writes, nucleus
+    for nucleus, diameter estimated and image resized."""
+    import numpy as np
+    import torch
+    from distributed import get_task_stream
+    from test_large import mosaic
+
+    from napari_nucleiseg import large
+    from napari_nucleiseg.batch import run_batch
+    from napari_nucleiseg.models.choice import ModelChoice
+
+    monkeypatch.setattr(large, "LARGE_PIXELS", 10**5)
+    image = np.concatenate([mosaic(False), mosaic(False)[::-1]])  # 1400x900: 2 row blocks
+    path = tmp_path / "tall.tif"
+    tifffile.imwrite(path, image, tile=(256, 256))
+    one = plan_batch([path], tmp_path / "one", formats="tiff")
+    assert image_jobs(one)[0].large
+    cpu = torch.device("cpu")
+    drain(run_batch(one, ModelChoice("dsb2018-unet", cpu), device=cpu))
+    two = plan_batch([path], tmp_path / "two", formats="tiff")
+    with get_task_stream(client) as stream:
+        drain(run_batch_on_cluster(two, "dsb2018-unet", client, device="cpu"))
+    rows = [t for t in stream.data if "maps_rows_on_worker" in str(t["key"])]
+    assert len(rows) >= 2  # tasks the scheduler may give to any worker (timing decides which)
+    expected = tifffile.imread(tmp_path / "one" / "tall.tif")
+    assert expected.max() > 100
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "two" / "tall.tif"), expected)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["tall.tif"]

@@ -149,3 +149,25 @@ def test_tiles_give_the_maps_of_the_whole_image_exactly(tile):
     np.testing.assert_array_equal(
         labels_from_predicted(tiled, config), labels_from_predicted(whole, config)
     )
+
+
+@pytest.mark.parametrize("architecture", ["dsb2018-unet", "dsb2018-linknet"])
+def test_rows_of_the_maps_apart_equal_the_whole_run(architecture):
+    """Processes sharing one image each compute some rows (``rows``): together the maps of
+    one run, value for value, whether the tiles' cores are exact (U-Net) or blended
+    (LinkNet), for blocks that cut through tiles and for an empty block."""
+    from napari_nucleiseg.inference import predict_into
+    from napari_nucleiseg.models import load_model
+    from napari_nucleiseg.preprocess import scaling
+
+    model, config = load_model(architecture)
+    image = read_sample(sample_folder("fluorescence")).image[..., :3].mean(axis=-1)
+    image = np.tile(image, (3, 2))[:700, :500].astype(np.float32)
+    found = scaling(image, config)
+    whole = np.full((model.out_channels, *image.shape), np.nan, np.float32)
+    drain(predict_into(model, found, image, whole, tile_size=256))
+    apart = np.full_like(whole, np.nan)
+    for first, last in [(0, 100), (100, 100), (100, 333), (333, 700)]:
+        drain(predict_into(model, found, image, apart, tile_size=256, rows=(first, last)))
+    assert not np.isnan(whole).any()
+    np.testing.assert_array_equal(apart, whole)
