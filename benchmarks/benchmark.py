@@ -199,10 +199,11 @@ def versus_stardist(name: str, python: Path, rounds: int, repeats: int) -> None:
     cpu = torch.device("cpu")
     model, config = load_model(name, device=cpu)
     have_stardist = python.is_file()
-    rows = ("onnxruntime", "torch", "network", "post-processing", "stardist")
+    engines = ("onnxruntime", "onnxruntime-int8", "torch")
+    rows = (*engines, "network", "post-processing", "stardist")
     times: dict[str, dict] = {row: {s: [] for s in SIZES} for row in rows}
     for _ in range(rounds):
-        for engine in ("onnxruntime", "torch"):
+        for engine in engines:
             os.environ[BACKEND_VARIABLE] = engine
             for s in SIZES:
                 run = partial(_end_to_end, model, config, images[s], cpu)
@@ -234,6 +235,7 @@ def versus_stardist(name: str, python: Path, rounds: int, repeats: int) -> None:
     print("| --- | " + " | ".join(["---"] * len(SIZES) * (2 if have_stardist else 1)) + " |")
     labels = {
         "onnxruntime": "ours end to end, ONNX Runtime (default)",
+        "onnxruntime-int8": "ours end to end, ONNX Runtime int8 (--backend onnxruntime-int8)",
         "torch": "ours end to end, PyTorch (--backend torch)",
         "network": "our network alone (ONNX Runtime)",
         "post-processing": "our post-processing alone",

@@ -68,7 +68,9 @@ def test_shipped_model_folded_gives_the_same_maps_on_a_real_image():
     assert (plain - fast).abs().max() < 1e-4
 
 
-def test_runner_is_built_once_per_weights_and_leaves_the_model_alone():
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_runner_is_built_once_per_weights_and_leaves_the_model_alone(monkeypatch, engine):
+    monkeypatch.setenv(BACKEND_VARIABLE, engine)  # float: the model's outputs to 1e-4
     config = ModelConfig("unet", {"depth": 2, "base": 4})
     model = _trained_like(config).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -124,7 +126,7 @@ def test_a_stop_set_from_another_thread_cancels_a_run_in_flight(monkeypatch, eng
 
 def test_backend_choice(monkeypatch):
     monkeypatch.delenv(BACKEND_VARIABLE, raising=False)
-    assert backend(CPU) == "onnxruntime"  # installed with the package: the CPU's default
+    assert backend(CPU) == "onnxruntime-int8"  # installed with the package: the CPU's default
     assert backend(torch.device("cuda")) == "torch"  # a GPU runs PyTorch, whatever is asked
     monkeypatch.setenv(BACKEND_VARIABLE, "torch")
     assert backend(CPU) == "torch"

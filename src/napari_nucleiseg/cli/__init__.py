@@ -73,9 +73,10 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        help="what runs the network on the CPU; auto (default): ONNX Runtime where "
-        "installed, else PyTorch; onnxruntime-int8: 8-bit, about 2x faster, DSB2018 score "
-        "within 0.002 of float on the StarDist test split (also set by NUCLEISEG_BACKEND)",
+        help="what runs the network on the CPU; auto (default): ONNX Runtime in 8 bits "
+        "(onnxruntime-int8) where installed, else PyTorch; onnxruntime: ONNX Runtime in float "
+        "(the labels of PyTorch, 1.6x slower than 8 bits); torch: PyTorch (also set by the "
+        "NUCLEISEG_BACKEND variable)",
     )
 
 
