@@ -10,8 +10,8 @@
   post-processing) at 256x256, 520x696 and 1024x1024 on each device here, and
   the ratio to a plain 2015-size U-Net's forward pass on the same image in the
   same run (the reference).
-- stardist: the default model end to end (ONNX Runtime, then PyTorch; with its network
-  and post-processing alone) against StarDist's network alone (``stardist_speed.py``, run
+- stardist: the default model end to end (ONNX Runtime in int8, the default, and in float,
+  then PyTorch; with its network in float and post-processing alone) against StarDist's network alone (``stardist_speed.py``, run
   by ``--stardist-python``, a side environment's Python; default ``../stardist-env``),
   in rounds that alternate the two, on the CPU: medians of the rounds, and the ratios.
 - memory: peak resident memory and time for an 8192x8192 mosaic of real
@@ -199,7 +199,7 @@ def versus_stardist(name: str, python: Path, rounds: int, repeats: int) -> None:
     cpu = torch.device("cpu")
     model, config = load_model(name, device=cpu)
     have_stardist = python.is_file()
-    engines = ("onnxruntime", "onnxruntime-int8", "torch")
+    engines = ("onnxruntime-int8", "onnxruntime", "torch")
     rows = (*engines, "network", "post-processing", "stardist")
     times: dict[str, dict] = {row: {s: [] for s in SIZES} for row in rows}
     for _ in range(rounds):
@@ -234,10 +234,10 @@ def versus_stardist(name: str, python: Path, rounds: int, repeats: int) -> None:
     print(f"| what | {header}{ratio_header} |")
     print("| --- | " + " | ".join(["---"] * len(SIZES) * (2 if have_stardist else 1)) + " |")
     labels = {
-        "onnxruntime": "ours end to end, ONNX Runtime (default)",
-        "onnxruntime-int8": "ours end to end, ONNX Runtime int8 (--backend onnxruntime-int8)",
+        "onnxruntime": "ours end to end, ONNX Runtime float (--backend onnxruntime)",
+        "onnxruntime-int8": "ours end to end, ONNX Runtime int8 (the default)",
         "torch": "ours end to end, PyTorch (--backend torch)",
-        "network": "our network alone (ONNX Runtime)",
+        "network": "our network alone (ONNX Runtime float)",
         "post-processing": "our post-processing alone",
         "stardist": "StarDist's network alone (grid 2x2)",
     }

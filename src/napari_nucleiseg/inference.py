@@ -228,12 +228,13 @@ def predict_maps(
     Parameters
     ----------
     model : SegmentationModel
-        Put in eval mode for the call (its mode is restored after).
+        Run as :func:`~napari_nucleiseg.runner.runner` runs it (a folded copy in eval mode:
+        the model itself is neither changed nor moved).
     config : ModelConfig
         The model's config (normalisation and map names).
     image : (H, W), (H, W, 3) or (H, W, 4) ndarray of any numeric dtype
     device : str or torch.device, optional
-        Where to run; the model is moved there. None keeps the model's device.
+        Where to run. None: the device of the model's weights.
     tile_size : int, optional
         Tile side in pixels (rounded down to the divisor). None: one tile up to
         ``WHOLE_IMAGE_PIXELS`` padded pixels, tiles of ``DEFAULT_TILE`` beyond.
@@ -339,6 +340,8 @@ def predict_into(
     for x0 in xs:
         norm_x[x0 : x0 + tw] += wx[x0]
     first, last = (0, h) if rows is None else rows
+    if not 0 <= first <= last <= h:
+        raise ValueError(f"rows {rows} are not within the image's 0..{h}")
     ys = [y for y in ys if wy[y][max(first - y, 0) : max(last - y, 0)].any()]
     if not ys:
         return

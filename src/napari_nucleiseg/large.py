@@ -163,9 +163,8 @@ def segment_large(
         raise ValueError(f"labels of {labels.dtype} are too narrow for {height}x{width}")
     with stop_switch(stop):
         factor = _factor(model, config, image, diameter, post, dev)
-        seen = image  # what the network sees: the image resized so its nuclei are the model's
+        seen = scale.resized_view(image, factor)  # its nuclei as wide as the model's
         if factor != 1.0:
-            seen = scale.Resized(image, scale.resized_shape(image.shape, factor), factor < 1)
             yield Progress(0.0, f"resized {factor:.2f}x")
         found = scaling(seen, config.normalization)
         if found is None:

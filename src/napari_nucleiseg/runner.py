@@ -11,10 +11,11 @@ which ``--backend`` sets and Dask workers started here inherit); a GPU always ru
 PyTorch. On the CPU, when ``onnxruntime`` and ``onnx`` are installed (dependencies, but
 a platform may lack their wheels), "auto" runs the folded model through ONNX Runtime
 quantised to 8 bits ("onnxruntime-int8"), with activation ranges from the shipped
-samples, so that a model's maps are the same on every run: 1.6x faster than float at
-1024x1024 end to end, DSB2018 scores within 0.003 of float on five model/set pairs
-(docs/benchmarks.md); "onnxruntime" runs it in float (the same labels as PyTorch, 1.25x
-faster); without ONNX Runtime, "auto" is "torch".
+samples, so that a model's maps are the same on every run: 1.7x faster than float at
+1024x1024 end to end on a CPU with AVX-512 VNNI, DSB2018 scores at most 0.0015 below float
+on six model/set pairs (docs/benchmarks.md); "onnxruntime" runs it in float (the same
+labels as PyTorch, 1.2-1.4x faster from 520x696 up); without ONNX Runtime, "auto" is
+"torch".
 
 Stopping: inside :func:`stop_switch`, every layer of a runner checks the stop event of
 its thread first and raises :class:`Cancelled` once it is set, so that a forward pass of
@@ -64,7 +65,8 @@ def stop_switch(stop: threading.Event | None) -> Iterator[None]:
     try:
         yield
     finally:
-        _local.stop = outer
+        if getattr(_local, "stop", None) is stop:  # not a switch of an interleaved run's
+            _local.stop = outer
 
 
 def check_stop(stop: threading.Event | None = None) -> None:
@@ -76,15 +78,18 @@ def check_stop(stop: threading.Event | None = None) -> None:
 
 def _weights_key(model: torch.nn.Module) -> tuple:
     """What changes when a model's weights do: each tensor's storage and its in-place version
-    (every optimiser step and ``load_state_dict`` bumps it)."""
+    (every optimiser step and ``load_state_dict`` bumps it; an edit through ``.data`` does
+    not, nor can a tensor made under ``torch.inference_mode``, which has no version)."""
     return tuple(
-        (t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers())
+        (t.data_ptr(), 0 if t.is_inference() else t._version)
+        for t in itertools.chain(model.parameters(), model.buffers())
     )
 
 
 def folded(model: torch.nn.Module) -> torch.nn.Module:
-    """An eval-mode copy of ``model`` whose batch norms that follow a convolution in the same
-    container are folded into it (the same outputs up to float rounding, 16% less time for
+    """An eval-mode copy of ``model`` whose batch norms registered right after a convolution
+    in the same container (our architectures' Conv-BN pairs, in their data flow) are folded
+    into it (the same outputs up to float rounding, 16% less time for
     our U-Net at 1024x1024 on a CPU), every layer checking :func:`check_stop` first."""
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -156,11 +161,12 @@ def _quiet_root_log() -> Iterator[None]:
     user's to act on."""
     import logging
 
-    logging.disable(logging.WARNING)
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.WARNING))
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(before)
 
 
 def _int8(model: bytes, net: torch.nn.Module) -> bytes:
@@ -265,8 +271,8 @@ def runner(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Tens
     cached = _RUNNERS.get(model, {}).get(str(device))
     if cached is None or cached[0] != key:
         net = folded(model)
-        if engine.startswith("onnxruntime"):
-            run = _onnx_forward(_onnx_session(net, int8=engine == "onnxruntime-int8"))
+        if engine.startswith("onnxruntime"):  # the model may sit on a GPU that ran out
+            run = _onnx_forward(_onnx_session(net.cpu(), int8=engine == "onnxruntime-int8"))
         else:
             layout = memory_format(device)
             net = net.to(device, memory_format=layout)

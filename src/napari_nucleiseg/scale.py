@@ -201,3 +201,11 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return maps
     rows, cols = np.arange(shape[0]), np.arange(shape[1])
     return np.stack([resized_region(m, shape, rows, cols, False) for m in maps])
+
+
+def resized_view(image, factor: float):
+    """``image`` as the network sees it, resized by ``factor`` a region at a time (itself for
+    1): what ``large.segment_large`` and the Dask tasks of its rows both read."""
+    if factor == 1.0:
+        return image
+    return Resized(image, resized_shape(image.shape, factor), factor < 1)

@@ -80,17 +80,22 @@ def add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
-def use_backend(args: argparse.Namespace, device) -> None:
+def use_backend(args: argparse.Namespace, device, exact: bool = False) -> None:
     """Make ``--backend`` this process's choice (and its local Dask workers'), and check it
-    can run on ``device`` before any work starts."""
+    can run on ``device`` before any work starts. ``exact``: where nothing was asked for,
+    float rather than int8 (training's validation and tuning: choices that should not
+    depend on the machine's backend)."""
     from ..runner import BACKEND_VARIABLE, backend
 
     if args.backend:
         os.environ[BACKEND_VARIABLE] = args.backend
     try:
-        backend(device)
+        chosen = backend(device)
     except ValueError as exc:
         raise NucleisegError(str(exc)) from None
+    asked = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
+    if exact and chosen == "onnxruntime-int8" and asked == "auto":
+        os.environ[BACKEND_VARIABLE] = "onnxruntime"
 
 
 def add_pixel_size(p: argparse.ArgumentParser) -> None:

@@ -270,7 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     device = resolve_device(args.device)
-    use_backend(args, device)  # the validation's forward passes
+    use_backend(args, device, exact=True)  # the validation's forward passes, in float
     print(
         f"training {config.architecture} on {len(train_samples)} samples "
         f"({len(val_samples)} for validation) on {device}",
