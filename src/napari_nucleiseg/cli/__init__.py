@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupt(signum: int, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up is not interrupted
     raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl+C does: no partial file stays
 
 
@@ -149,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The ``nucleiseg`` command: :func:`main`, with SIGTERM handled as Ctrl+C."""
     signal.signal(signal.SIGTERM, _interrupt)
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # one that came after main's own handler: still a clean stop
+        code = 130
+    sys.exit(code)
 
 
 def _quiet_pending_reads() -> None:
