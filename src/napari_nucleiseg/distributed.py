@@ -31,7 +31,7 @@ from .batch import (
 )
 from .errors import NucleisegError
 from .pipeline import Cancelled, Progress
-from .runner import BACKEND_VARIABLE
+from .runner import BACKEND_VARIABLE, asked_backend
 
 #: tries of a task before the batch fails, naming the image
 RETRIES = 2
@@ -57,8 +57,7 @@ def segment_on_worker(
     from .devices import resolve_device
     from .inference import drain
 
-    if backend is not None:
-        os.environ[BACKEND_VARIABLE] = backend
+    _use_backend(backend)
 
     dev = str(resolve_device(device))
     spread = partial(
@@ -128,8 +127,7 @@ def maps_rows_on_worker(
     from .inference import drain, predict_into
     from .io.images import open_lazily
 
-    if backend is not None:
-        os.environ[BACKEND_VARIABLE] = backend
+    _use_backend(backend)
     dev = str(resolve_device(device))
     model, _ = _worker_models(name, dev).load(name)
     image, close = open_lazily(path)
@@ -151,6 +149,12 @@ def maps_rows_on_worker(
         )
     finally:
         close()
+
+
+def _use_backend(backend: str | None) -> None:
+    """A task's backend: the submitter's (None: the worker's own)."""
+    if backend is not None:
+        os.environ[BACKEND_VARIABLE] = backend
 
 
 def local_client(workers: int):
@@ -214,7 +218,7 @@ def run_batch_on_cluster(
     options = {"post": post, "tile_size": tile_size, "tta": tta, "diameter": diameter}
     model = str(Path(model).resolve()) if Path(model).is_file() else str(model)
     batch = uuid.uuid4().hex  # task keys unique on a scheduler other clients share
-    backend = os.environ.get(BACKEND_VARIABLE, "auto")  # this process's choice, theirs too
+    backend = asked_backend()  # this process's choice, theirs too
     futures = {
         client.submit(
             segment_on_worker, job, model, device, options, backend,

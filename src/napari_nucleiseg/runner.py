@@ -109,6 +109,11 @@ def folded(model: torch.nn.Module) -> torch.nn.Module:
     return net.requires_grad_(False)
 
 
+def asked_backend() -> str:
+    """The backend this process is asked for (``NUCLEISEG_BACKEND``; "auto" when unset)."""
+    return os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
+
+
 def backend(device: torch.device) -> str:
     """The backend that runs on ``device``: one of :data:`BACKENDS` but "auto".
 
@@ -118,7 +123,7 @@ def backend(device: torch.device) -> str:
         ``NUCLEISEG_BACKEND`` names no backend, or asks for ONNX Runtime where it is not
         installed.
     """
-    asked = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
+    asked = asked_backend()
     if asked not in BACKENDS:
         raise ValueError(f"{BACKEND_VARIABLE}={asked!r}: choose from {', '.join(BACKENDS)}")
     if asked == "torch" or device.type != "cpu":

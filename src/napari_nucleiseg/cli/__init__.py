@@ -85,7 +85,7 @@ def use_backend(args: argparse.Namespace, device, exact: bool = False) -> None:
     can run on ``device`` before any work starts. ``exact``: where nothing was asked for,
     float rather than int8 (training's validation and tuning: choices that should not
     depend on the machine's backend)."""
-    from ..runner import BACKEND_VARIABLE, backend
+    from ..runner import BACKEND_VARIABLE, asked_backend, backend
 
     if args.backend:
         os.environ[BACKEND_VARIABLE] = args.backend
@@ -93,8 +93,7 @@ def use_backend(args: argparse.Namespace, device, exact: bool = False) -> None:
         chosen = backend(device)
     except ValueError as exc:
         raise NucleisegError(str(exc)) from None
-    asked = os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
-    if exact and chosen == "onnxruntime-int8" and asked == "auto":
+    if exact and chosen == "onnxruntime-int8" and asked_backend() == "auto":
         os.environ[BACKEND_VARIABLE] = "onnxruntime"
 
 
