@@ -361,24 +361,33 @@ def large_child(name: str, path: str, mode: str, out: str) -> None:
     import zarr
 
     from napari_nucleiseg.large import label_array_dtype, segment_large, zarr_array
+    from napari_nucleiseg.stitch import ClumpWarning
 
     model, config = load_model(name)
     base = peak_mib()
     start = time.perf_counter()
-    if mode == "bounded":
-        store = tifffile.imread(path, aszarr=True)
-        image = zarr.open(store, mode="r")
-        labels = zarr_array(out, image.shape, label_array_dtype(*image.shape))
-        nuclei = drain(segment_large(model, config, image, labels, scratch=Path(out).parent))
-        store.close()
-    else:
-        image = tifffile.imread(path)
-        _, (labels,) = drain(segment(model, config, image))
-        nuclei = int(labels.max())
-        np.save(out, labels)
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always", ClumpWarning)
+        if mode == "bounded":
+            store = tifffile.imread(path, aszarr=True)
+            image = zarr.open(store, mode="r")
+            labels = zarr_array(out, image.shape, label_array_dtype(*image.shape))
+            nuclei = drain(segment_large(model, config, image, labels, scratch=Path(out).parent))
+            store.close()
+        else:
+            image = tifffile.imread(path)
+            _, (labels,) = drain(segment(model, config, image))
+            nuclei = int(labels.max())
+            np.save(out, labels)
     seconds = time.perf_counter() - start
     peak = peak_mib()
-    print(json.dumps({"seconds": seconds, "peak_mib": peak, "before_mib": base, "nuclei": nuclei}))
+    notes = [str(w.message) for w in heard if issubclass(w.category, ClumpWarning)]
+    print(
+        json.dumps(
+            {"seconds": seconds, "peak_mib": peak, "before_mib": base, "nuclei": nuclei,
+             "notes": notes}
+        )
+    )  # fmt: skip
 
 
 def _child(*args: str) -> dict:
@@ -412,6 +421,9 @@ def large(name: str, sides: list[int]) -> None:
                     f"| {side}x{side} | {mode} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | "
                     f"{r['before_mib']:.0f} | {r['nuclei']} |"
                 )
+            for mode, r in runs.items():  # a clump over stitch.MAX_CLUMP_PIXELS, in pieces
+                for note in r.get("notes", []):
+                    print(f"\n{side}x{side} {mode}: {note}")
             if "whole" in runs:
                 same = np.array_equal(
                     zarr.open(f"{tmp}/l.zarr", mode="r")[:], canonical(np.load(f"{tmp}/l.npy"))

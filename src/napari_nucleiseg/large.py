@@ -37,7 +37,7 @@ from .pipeline import NETWORK_SHARE, Progress, estimate_diameter, relay
 from .postprocess import PostprocessConfig
 from .preprocess import scaling
 from .runner import stop_switch
-from .stitch import stitched_labels
+from .stitch import fits, stitched_labels
 
 if TYPE_CHECKING:
     from .models import ModelConfig, SegmentationModel
@@ -59,9 +59,9 @@ ESTIMATE_SIDE = 2048
 
 
 def label_array_dtype(height: int, width: int) -> np.dtype:
-    """uint32 labels, uint64 for images of 2**32 pixels or more (the stitching names each
+    """uint32 labels, uint64 for images of 2**32 - 1 pixels or more (the stitching names each
     nucleus by its first pixel before numbering them)."""
-    return np.dtype(np.uint32 if height * width < 2**32 else np.uint64)
+    return np.dtype(np.uint32 if fits(np.uint32, height, width) else np.uint64)
 
 
 def zarr_array(path: str | os.PathLike, shape: tuple[int, ...], dtype, chunk: int = CHUNK):
@@ -159,7 +159,7 @@ def segment_large(
     post = post or config.postprocess
     dev = model_device(model) if device is None else resolve_device(device)
     height, width = image.shape[:2]
-    if np.iinfo(labels.dtype).max < height * width:
+    if not fits(labels.dtype, height, width):
         raise ValueError(f"labels of {labels.dtype} are too narrow for {height}x{width}")
     with stop_switch(stop):
         factor = _factor(model, config, image, diameter, post, dev)

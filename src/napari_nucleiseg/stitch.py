@@ -11,19 +11,28 @@ the window does).
 
 Each chunk is post-processed in a window wider by ``halo`` on every side, and
 writes its own pixels: those of the components that do not touch the window's
-cut edges. A component that does (one larger than the halo: a clump of
-nuclei) is resolved afterwards in a window grown until it holds the component
-whole. A nucleus is named by its first pixel in row-major order, the same in
-every window; a last pass numbers the nuclei 1..N in that order, which is
-:func:`canonical` of the labels of the whole.
+cut edges (the others' pixels are marked open). A component that does (one
+larger than the halo: a clump of nuclei) is resolved afterwards in a window
+grown until it holds the component whole. A nucleus is named by its first
+pixel in row-major order, the same in every window; a last pass numbers the
+nuclei 1..N in that order, which is :func:`canonical` of the labels of the whole.
 
-Memory is set by the chunk, the halo and the largest clump, not the image.
+A clump whose window would pass :data:`MAX_CLUMP_PIXELS` (confluent tissue, or a
+threshold too low, can connect a whole slide) is not held at once: each chunk
+holding its open pixels post-processes a window ``reach`` wider, and writes the
+nuclei whose first pixel is in the chunk, on the pixels still open. That is
+exact for nuclei well inside a piece; where pieces meet, a nucleus may differ
+from the whole image's, and pixels no piece claims are left to the background.
+A :class:`ClumpWarning` says how many clumps were resolved so.
+
+Memory is set by the chunk, the halo and :data:`MAX_CLUMP_PIXELS`, not the image.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from collections.abc import Generator
 
 import numpy as np
@@ -32,9 +41,26 @@ from scipy import ndimage as ndi
 from .postprocess import PostprocessConfig, labels_from_maps
 
 Box = tuple[int, int, int, int]  # rows y0:y1, columns x0:x1
-#: the largest window a clump is resolved in (a 4096x4096 window: about 1 GB of work): a mask
-#: connected over more than this (confluent tissue, a threshold too low) is refused
+#: the largest window a clump is resolved in at once (a 4096x4096 window: about 1 GB of work);
+#: a mask connected over more (confluent tissue, a threshold too low) is resolved in pieces
 MAX_CLUMP_PIXELS = 4096 * 4096
+
+
+class ClumpWarning(UserWarning):
+    """Touching nuclei connected over more than :data:`MAX_CLUMP_PIXELS` were resolved in
+    overlapping pieces: where the pieces meet, nuclei may differ from a whole-image run."""
+
+
+def open_mark(dtype) -> int:
+    """The value of pixels left to a clump's own window: the largest of ``dtype``, which no
+    nucleus (named by its first pixel's index + 1) reaches in an image of fewer pixels."""
+    return int(np.iinfo(dtype).max)
+
+
+def fits(dtype, height: int, width: int) -> bool:
+    """Whether labels of ``dtype`` can name every nucleus of ``height x width`` and mark the
+    open pixels."""
+    return height * width < open_mark(dtype)
 
 
 def canonical(labels: np.ndarray) -> np.ndarray:
@@ -120,6 +146,7 @@ def stitched_labels(
     *,
     chunk: int = 1024,
     halo: int = 128,
+    reach: int | None = None,
     stop: threading.Event | None = None,
 ) -> Generator[tuple[int, int], None, int]:
     """Write into ``out`` the labels of ``maps``, chunk by chunk; :func:`canonical` of
@@ -138,6 +165,9 @@ def stitched_labels(
     halo : int
         Context on every side of a chunk: components (clumps of nuclei) up to about this
         size are resolved in their chunk's window, larger ones in a window of their own.
+    reach : int, optional
+        Context on every side of a piece of a clump beyond :data:`MAX_CLUMP_PIXELS`:
+        nuclei up to about this size are whole in their piece; None: ``4 * halo``.
     stop : threading.Event, optional
         Checked between windows; when set, the function stops with ``out`` half written
         and raises :class:`~napari_nucleiseg.pipeline.Cancelled`.
@@ -158,12 +188,14 @@ def stitched_labels(
     if chunk < 1 or halo < 1:
         raise ValueError(f"chunk and halo must be at least 1, got {chunk} and {halo}")
     height, width = maps.shape[1:]
-    if np.iinfo(out.dtype).max < height * width:
+    if not fits(out.dtype, height, width):
         raise ValueError(f"labels of {out.dtype} cannot name the nuclei of {height}x{width}")
+    mark = open_mark(out.dtype)
     chunks = chunk_boxes(height, width, chunk)
     total = 2 * len(chunks)
     found: list[np.ndarray] = []
     clumps: list[Box] = []
+    holding: list[Box] = []  # chunks with open pixels
     for done, core in enumerate(chunks, start=1):
         if stop is not None and stop.is_set():
             raise Cancelled
@@ -173,44 +205,64 @@ def stitched_labels(
             core[0] - window[0] : core[1] - window[0], core[2] - window[2] : core[3] - window[2]
         ]
         open_ = np.isin(comps[inner], cut)
-        mine = np.where(open_, 0, ids[inner])
+        mine = ids[inner]
+        found.append(np.unique(mine[~open_]))
+        if open_.any():
+            holding.append(core)
+            mine = np.where(open_, mark, mine)
         out[core[0] : core[1], core[2] : core[3]] = mine.astype(out.dtype)
-        found.append(np.unique(mine))
         clumps += _boxes(comps, np.unique(comps[inner][open_]), (window[0], window[2]))
         yield done, total
     # each view on its own: merging views that overlap could chain small clumps into a
     # window as large as the image
     groups = sorted(set(clumps))
     total += len(groups)
+    beyond = []
     for done, group in enumerate(groups, start=len(chunks) + 1):
         if stop is not None and stop.is_set():
             raise Cancelled
-        found.append(_resolve(maps, out, group, post, halo))
+        written, left_open = _resolve(maps, out, group, post, halo)
+        found.append(written)
+        if left_open:
+            beyond.append(group)
         yield done, total
+    pieces = holding if beyond else []
+    total += len(pieces)
+    for done, core in enumerate(pieces, start=len(chunks) + len(groups) + 1):
+        if stop is not None and stop.is_set():
+            raise Cancelled
+        found.append(_piece(maps, out, core, post, 4 * halo if reach is None else reach))
+        yield done, total
+    if beyond:
+        y0, y1, x0, x1 = beyond[0]
+        warnings.warn(
+            f"touching nuclei connected over more than {MAX_CLUMP_PIXELS} pixels (met first "
+            f"near rows {y0}-{y1}, columns {x0}-{x1}) were resolved in {len(pieces)} "
+            "overlapping pieces: where the pieces meet, nuclei may differ from a whole-image "
+            "run; a higher probability threshold separates them",
+            ClumpWarning,
+            stacklevel=2,
+        )
     names = np.unique(np.concatenate(found))
-    names = names[names > 0]
-    for done, core in enumerate(chunks, start=len(chunks) + len(groups) + 1):
+    names = names[(names > 0) & (names != mark)]
+    start = len(chunks) + len(groups) + len(pieces) + 1
+    for done, core in enumerate(chunks, start=start):
         y0, y1, x0, x1 = core
         ids = np.asarray(out[y0:y1, x0:x1])
         rank = np.searchsorted(names, ids) + 1
-        out[y0:y1, x0:x1] = np.where(ids > 0, rank, 0).astype(out.dtype)
+        out[y0:y1, x0:x1] = np.where((ids > 0) & (ids != mark), rank, 0).astype(out.dtype)
         yield done, total
     return int(names.size)
 
 
-def _resolve(maps, out, group: Box, post: PostprocessConfig, halo: int) -> np.ndarray:
-    """Write the clumps that cross ``group`` whole, in a window grown until none is cut;
-    return the ids written."""
+def _resolve(maps, out, group: Box, post: PostprocessConfig, halo: int) -> tuple[np.ndarray, bool]:
+    """Write the clumps that cross ``group`` whole, in a window grown until none is cut or
+    until it would pass :data:`MAX_CLUMP_PIXELS`; return the ids written and whether a clump
+    was left open (to :func:`_piece`)."""
     height, width = maps.shape[1:]
-    window, by = _grow(group, 1, height, width), halo
+    window, by = _grow(group, 1, height, width), halo  # within a chunk's window: it fits
+    beyond = False
     while True:
-        if (window[1] - window[0]) * (window[3] - window[2]) > MAX_CLUMP_PIXELS:
-            raise ValueError(
-                f"touching nuclei form one clump beyond {window[1] - window[0]}x"
-                f"{window[3] - window[2]} pixels (rows {window[0]}-{window[1]}, columns "
-                f"{window[2]}-{window[3]}): too large to post-process in bounded memory; "
-                "a higher probability threshold separates them"
-            )
         ids, comps, cut = _window(maps, window, post)
         inner = np.s_[
             group[0] - window[0] : group[1] - window[0], group[2] - window[2] : group[3] - window[2]
@@ -219,9 +271,32 @@ def _resolve(maps, out, group: Box, post: PostprocessConfig, halo: int) -> np.nd
         if crossing.size == 0:
             break
         wanted = functools.reduce(_union, _boxes(comps, crossing, (window[0], window[2])), window)
-        window, by = _grow(wanted, by, height, width), 2 * by
-    whole = ~np.isin(comps, cut) & (ids > 0)
+        grown = _grow(wanted, by, height, width)
+        if (grown[1] - grown[0]) * (grown[3] - grown[2]) > MAX_CLUMP_PIXELS:
+            beyond = True  # the components whole in this window are still written
+            break
+        window, by = grown, 2 * by
+    whole = (comps > 0) & ~np.isin(comps, cut)  # its dropped pixels too: no longer open
     y0, y1, x0, x1 = window
     current = np.asarray(out[y0:y1, x0:x1])
     out[y0:y1, x0:x1] = np.where(whole, ids, current).astype(out.dtype)
-    return np.unique(ids[whole])
+    return np.unique(ids[whole & (ids > 0)]), beyond
+
+
+def _piece(maps, out, core: Box, post: PostprocessConfig, reach: int) -> np.ndarray:
+    """Write, on the open pixels of a clump beyond :data:`MAX_CLUMP_PIXELS`, the nuclei whose
+    first pixel lies in ``core``, post-processed in ``core`` grown by ``reach``; return the
+    ids written. Only this piece names nuclei by a pixel of ``core``: no id is written twice."""
+    height, width = maps.shape[1:]
+    y0, y1, x0, x1 = window = _grow(core, reach, height, width)
+    current = np.asarray(out[y0:y1, x0:x1])
+    is_open = current == open_mark(out.dtype)
+    if not is_open[core[0] - y0 : core[1] - y0, core[2] - x0 : core[3] - x0].any():
+        return np.zeros(0, np.uint64)  # claimed by the pieces before
+    ids, _, _ = _window(maps, window, post)
+    row, col = np.divmod(ids.astype(np.int64) - 1, width)  # each pixel's nucleus's first pixel
+    take = (ids > 0) & (row >= core[0]) & (row < core[1]) & (col >= core[2]) & (col < core[3])
+    take &= is_open
+    current[take] = ids[take]
+    out[y0:y1, x0:x1] = current
+    return np.unique(ids[take])

@@ -284,3 +284,37 @@ def test_a_corrupt_tile_of_a_large_tiff_is_one_line_and_leaves_nothing(tmp_path)
     assert "Traceback" not in result.stderr and "broken.tif" in lines[-1], result.stderr
     assert "could not be segmented" in lines[-1]
     assert list(out.iterdir()) == []
+
+
+def test_a_clump_over_the_bound_is_segmented_and_said_in_one_line(tmp_path, monkeypatch, capsys):
+    """``nucleiseg predict`` on an image whose clumps pass MAX_CLUMP_PIXELS (the bounds set
+    low here, chunks of 128 px) writes the labels of the run within the bound and says, in
+    one line of its own, that they were resolved in pieces."""
+    import napari_nucleiseg.large as large
+    import napari_nucleiseg.stitch as stitch
+    from napari_nucleiseg.cli import main
+
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, mosaic(False), tile=(256, 256))
+    monkeypatch.setattr(large, "LARGE_PIXELS", 10**5)
+    chunked = stitch.stitched_labels
+
+    def small_chunks(maps, out, post, **options):
+        return chunked(maps, out, post, **{**options, "chunk": 128, "halo": 32})
+
+    monkeypatch.setattr(large, "stitched_labels", small_chunks)
+
+    def predict(out):
+        argv = ["predict", str(path), "-o", str(out), "--format", "tiff", "--model", "dsb2018-unet"]
+        assert main(argv) == 0
+        return canonical(tifffile.imread(out / "mosaic.tif")), capsys.readouterr().err
+
+    within, said = predict(tmp_path / "within")
+    assert "warning" not in said and within.max() > 20
+    monkeypatch.setattr(stitch, "MAX_CLUMP_PIXELS", 80 * 80)
+    beyond, said = predict(tmp_path / "beyond")
+    assert "nucleiseg predict: warning: touching nuclei connected over more than 6400" in said
+    assert "stitch.py" not in said  # the user's line, not a source location
+    # the pieces reach 128 px beyond (4 halos), enough here for the same nuclei; 64 px was
+    # not: the mosaic's seams make nuclei over 100 px long
+    np.testing.assert_array_equal(beyond, within)

@@ -37,6 +37,30 @@ def synthetic_maps(seed: int = 0, side: int = 300) -> np.ndarray:
     for cy, cx in [(64, 64), (100, 100), (128, 0), (0, 128), (299, 150)]:  # on chunk lines
         disk(cy, cx, 6)
         disk(cy, cx + 11, 6)
+    return maps_of(labels, rng)
+
+
+def serpent_maps(side: int = 600) -> np.ndarray:
+    """Maps of a serpent of touching 17-px disks winding over the whole image (one mask
+    component as large as the image: confluent nuclei) and of lone disks between its bends."""
+    rng = np.random.default_rng(7)
+    labels = np.zeros((side, side), np.int32)
+    yy, xx = np.mgrid[:side, :side]
+    centres = []
+    for k, y in enumerate(range(20, side - 20, 60)):
+        xs = list(range(20, side - 20, 16))
+        centres += [(y, x) for x in (xs if k % 2 == 0 else xs[::-1])]
+        turn = xs[-1] if k % 2 == 0 else xs[0]
+        centres += [(y + d, turn) for d in range(16, 60, 16) if y + 60 < side - 20]
+    centres += [(y + 30, x + 8) for y in range(20, side - 80, 60) for x in range(60, side - 60, 90)]
+    for n, (cy, cx) in enumerate(centres, start=1):
+        r = 8 + rng.uniform(-0.4, 0.4)
+        labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = n
+    return maps_of(labels, rng)
+
+
+def maps_of(labels: np.ndarray, rng) -> np.ndarray:
+    """Body and border maps of ``labels``, soft-edged and noisy as a network's are."""
     body = ndi.gaussian_filter((labels > 0).astype(np.float32), 1.5)
     body += rng.normal(0, 0.05, body.shape).astype(np.float32)
     border = ndi.gaussian_filter(touching_border(labels, 2).astype(np.float32), 1.0) * 1.5
@@ -121,11 +145,46 @@ def test_refuses_labels_too_narrow_and_stops_when_told():
         drain(stitched_labels(maps, np.zeros((300, 300), np.uint32), stop=stop))
 
 
-def test_a_clump_beyond_the_bound_is_refused_in_one_line(monkeypatch):
-    """A mask connected over more than MAX_CLUMP_PIXELS (here lowered) would need its whole
-    window in memory: refused, naming where it lies."""
+@pytest.mark.parametrize("split_depth", [0.0, 1.0])
+def test_a_clump_beyond_the_bound_is_resolved_in_pieces_and_said(monkeypatch, split_depth):
+    """A mask connected over the whole image, beyond MAX_CLUMP_PIXELS (here lowered), is
+    resolved in pieces reaching past its nuclei: the nuclei of the whole, exactly, no pixel
+    left marked open, and a ClumpWarning that says where."""
     import napari_nucleiseg.stitch as stitch
 
-    monkeypatch.setattr(stitch, "MAX_CLUMP_PIXELS", 100 * 100)
-    with pytest.raises(ValueError, match=r"one clump beyond .* \(rows .* columns .*\)"):
-        stitched(synthetic_maps(seed=3), PostprocessConfig(), chunk=50, halo=4)
+    maps = serpent_maps()
+    post = PostprocessConfig(split_depth=split_depth)
+    expected = whole(maps, post)
+    comps, _ = ndi.label(maps[0] > post.prob_threshold)
+    rows, cols = ndi.find_objects(comps)[0]  # the serpent, over the whole image
+    assert rows.stop - rows.start > 540 and cols.stop - cols.start > 540
+    assert expected.max() > 400
+    monkeypatch.setattr(stitch, "MAX_CLUMP_PIXELS", 200 * 200)
+    with pytest.warns(
+        stitch.ClumpWarning, match=r"near rows \d+-\d+, columns \d+-\d+\) were resolved in 36 "
+    ):
+        got, n = stitched(maps, post, chunk=100, halo=8, reach=32)
+    assert n == expected.max() and got.max() == n
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_pieces_too_narrow_for_a_nucleus_change_nuclei_at_their_seams(monkeypatch):
+    """Pieces reaching less than a nucleus cut the ones on their seams: still no pixel is
+    left marked open, nothing off the clump changes, and the serpent's nuclei keep most of
+    their pixels (what the warning's 'may differ' means)."""
+    import napari_nucleiseg.stitch as stitch
+
+    maps = serpent_maps()
+    post = PostprocessConfig()
+    expected = whole(maps, post)
+    comps, _ = ndi.label(maps[0] > post.prob_threshold)
+    serpent = comps == 1
+    monkeypatch.setattr(stitch, "MAX_CLUMP_PIXELS", 200 * 200)
+    with pytest.warns(stitch.ClumpWarning):
+        got, n = stitched(maps, post, chunk=100, halo=8, reach=4)
+    assert got.max() == n and np.unique(got).size == n + 1
+    off = canonical(np.where(serpent, 0, got))
+    np.testing.assert_array_equal(off, canonical(np.where(serpent, 0, expected)))
+    assert not np.array_equal(got, expected)  # the seams did change something
+    kept = np.mean([(got[expected == k] > 0).mean() for k in np.unique(expected[serpent])[1:]])
+    assert kept > 0.9

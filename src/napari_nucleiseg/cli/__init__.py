@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(command: str, show):
+    """``warnings.showwarning`` that says the package's own warnings as the command's lines
+    (a user reads "nucleiseg predict: warning: ...", not a source file and line number)."""
+
+    def say(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith(__package__.split(".")[0]):
+            print(f"nucleiseg {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return say
+
+
 def _interrupt(signum: int, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up is not interrupted
     raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl+C does: no partial file stays
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", stage1.OverlapWarning)
+            warnings.showwarning = _one_line(args.command, warnings.showwarning)
             return args.func(args)
     except NucleisegError as exc:
         _quiet_pending_reads()
