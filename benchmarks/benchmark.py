@@ -512,6 +512,21 @@ def outputs(name: str, repeats: int) -> None:
 
 
 # ------------------------------------------------------------------ cluster
+def stage1_folders(n_images: int, spare: Path) -> list[Path]:
+    """``n_images`` stage-1 folders: the 670 of the training set, then (past them) copies
+    under new ids in ``spare``, their PNG linked, not copied."""
+    folders = list_samples(DATA / "stage1_train")
+    for k in range(n_images - len(folders)):
+        source = folders[k % len(folders)]
+        copy = f"{source.name}-copy{k // len(folders) + 1}"
+        (spare / copy / "images").mkdir(parents=True)
+        (spare / copy / "images" / f"{copy}.png").symlink_to(
+            source / "images" / f"{source.name}.png"
+        )
+        folders.append(spare / copy)
+    return folders[:n_images]
+
+
 def cluster(name: str, n_images: int) -> None:
     """One process against a local Dask cluster of 2 workers on the same images."""
     import tempfile
@@ -521,12 +536,12 @@ def cluster(name: str, n_images: int) -> None:
     from napari_nucleiseg.io.images import read_label_image
     from napari_nucleiseg.models.choice import ModelChoice
 
-    folders = list_samples(DATA / "stage1_train")[:n_images]
     model, config = load_model(name, device="cpu")
-    print(f"\n## Cluster: {len(folders)} stage-1 images, one process against 2 Dask workers\n")
-    print("| run | seconds | images/s | ratio |")
-    print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
+        folders = stage1_folders(n_images, Path(tmp) / "input")
+        print(f"\n## Cluster: {len(folders)} stage-1 images, one process against 2 Dask workers\n")
+        print("| run | seconds | images/s | ratio |")
+        print("|---|---|---|---|")
         one, two = Path(tmp) / "one", Path(tmp) / "two"
         start = time.perf_counter()
         models = ModelChoice(name, "cpu", loaded=(model, config))

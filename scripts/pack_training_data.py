@@ -14,6 +14,17 @@ JPEG-compressed slide scans already (TCGA's are saved at quality 70 or so).
         --exclude-ids scripts/splits/exclude_ids.txt \\
         --paired monuseg=../shared/data/monuseg2018 --paired-exclude scripts/splits/monuseg_val.txt \\
         --jpeg 85 -o .carry/data
+
+With ``--reference``, it writes instead the compact reference set that ships in the
+package (``napari_nucleiseg/reference/``, :mod:`napari_nucleiseg.reference`): per kind
+of stage-1 image with at least ``MIN_KIND`` samples, ``REPLAY`` 256x256 crops (each
+image's window with the most nuclei) that a
+fine-tune mixes in and ``MEASURE`` that score what the fine-tune forgot, named
+``<kind>--<id>.png``:
+
+    python scripts/pack_training_data.py --stage1 ../shared/data/dsb2018/stage1_train_fixed \
+        --exclude-ids scripts/splits/exclude_ids.txt --exclude-ids scripts/splits/val_ids.txt \
+        --reference -o src/napari_nucleiseg/reference
 """
 
 from __future__ import annotations
@@ -46,10 +57,49 @@ def _write(root: Path, sample_id: str, image: np.ndarray, labels: np.ndarray, jp
     Image.fromarray(labels.astype(np.uint16)).save(root / "masks" / f"{sample_id}.png")
 
 
+#: kinds with fewer stage-1 samples are left out of the reference set; crops per kind
+MIN_KIND, REPLAY, MEASURE, CROP = 8, 2, 2, 256
+
+
+def _busiest(labels: np.ndarray, side: int) -> tuple[slice, slice]:
+    """The ``side`` x ``side`` window (on a 64-px grid) holding the most nuclei."""
+    best, where = -1, (slice(0, side), slice(0, side))
+    for y in range(0, max(labels.shape[0] - side, 0) + 1, 64):
+        for x in range(0, max(labels.shape[1] - side, 0) + 1, 64):
+            window = (slice(y, y + side), slice(x, x + side))
+            count = np.unique(labels[window]).size
+            if count > best:
+                best, where = count, window
+    return where
+
+
+def write_reference(samples, out: Path) -> None:
+    """The reference set: per kind, REPLAY crops under ``replay/`` and MEASURE under ``measure/``,
+    drawn with a fixed seed from the kind's samples in id order."""
+    by_kind: dict[str, list] = {}
+    for s in sorted(samples, key=lambda s: s.id):
+        by_kind.setdefault(image_kind(s.image), []).append(s)
+    rng = np.random.default_rng(0)
+    for kind, members in sorted(by_kind.items()):
+        if len(members) < MIN_KIND:
+            continue
+        chosen = rng.choice(len(members), REPLAY + MEASURE, replace=False)
+        for k, i in enumerate(chosen):
+            s = members[i]
+            window = _busiest(s.labels, CROP)
+            labels = s.labels[window]
+            part = "measure" if k >= REPLAY else "replay"
+            _write(out / part, f"{kind}--{s.id[:12]}", s.image[window], labels, None)
+            print(f"{part}/{kind}--{s.id[:12]}: {len(np.unique(labels)) - 1} nuclei")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage1", help="a stage-1 root")
-    p.add_argument("--exclude-ids", help="ids of the stage-1 root to leave out")
+    p.add_argument(
+        "--exclude-ids", action="append", default=[], help="ids of the stage-1 root to leave out"
+    )
+    p.add_argument("--reference", action="store_true", help="write the package's reference set")
     p.add_argument("--paired", action="append", default=[], help="NAME=ROOT of images/ + masks/")
     p.add_argument("--paired-exclude", help="ids of the paired roots to leave out")
     p.add_argument("--jpeg", type=int, help="JPEG quality for colour images (default: PNG)")
@@ -58,8 +108,11 @@ def main() -> None:
     out = Path(args.output)
     warnings.simplefilter("ignore", OverlapWarning)
     if args.stage1:
-        exclude = set(read_ids(args.exclude_ids)) if args.exclude_ids else set()
+        exclude = {i for path in args.exclude_ids for i in read_ids(path)}
         samples = read_samples(find_samples(args.stage1, exclude_ids=exclude))
+        if args.reference:
+            write_reference(samples, out)
+            samples = []
         kinds: dict[str, int] = {}
         for s in samples:
             kind = image_kind(s.image)

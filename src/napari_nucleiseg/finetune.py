@@ -38,7 +38,16 @@ from .io.manifest import read_manifest
 from .io.paired import read_annotated, sample_id
 from .models import ModelConfig, load_model, save_checkpoint
 from .models.checkpoint import TrainingInfo
+from .reference import (
+    REPLAY_SHARE,
+    Forgetting,
+    add_replay,
+    kind_scores,
+    measure_samples,
+    without_measured,
+)
 from .training import TrainConfig, TrainProgress, TrainResult, evaluate, find_samples, train
+from .training.dataset import crops_of
 
 FLAGGED, HELD_OUT, NONE = "flagged", "held-out", "none"
 
@@ -95,6 +104,11 @@ class FinetuneResult:
         Training samples (curated plus original).
     base_score, new_score : float or None
         DSB2018 score of the base and of the new model on the validation samples.
+    n_replay : int
+        Training crops a repeat draws from the shipped reference set's ``replay/`` part.
+    reference : Forgetting or None
+        The base and the new model on the reference set's ``measure/`` part (None when not
+        measured).
     checkpoint : Path or None
         The output path once :meth:`commit` moved the staged checkpoint there, else None.
     cancelled : bool
@@ -116,6 +130,8 @@ class FinetuneResult:
     output: Path | None = None
     staged: Path | None = None
     overwrite: bool = False
+    n_replay: int = 0
+    reference: Forgetting | None = None
 
     def commit(self) -> Path:
         """Move the staged checkpoint to ``output``; returns that path.
@@ -215,6 +231,24 @@ def finetune_config(
     return replace(base, training=info)
 
 
+def reference_scores(
+    model, config: ModelConfig, measured: Sequence[Sample], device, stop=None
+) -> dict[str, float] | None:
+    """DSB2018 score of a model on the reference set's ``measure/`` samples, kind by kind;
+    None when ``stop()`` turned true."""
+
+    def score(some: Sequence[Sample]) -> float | None:
+        found = evaluate(model, config, some, device, stop)
+        return None if found is None else float(found.score)
+
+    return kind_scores(score, measured)
+
+
+def crops_counter(config: ModelConfig, settings: TrainConfig) -> Callable[[Sample], int]:
+    """A sample's crops in one repeat of the training with ``settings``."""
+    return lambda s: crops_of(s, config.normalization, settings.inverted_repeats, settings.by_area)
+
+
 def _check_output(output: Path, overwrite: bool) -> None:
     if output.exists() and not overwrite:
         raise FileProblem(output, "already exists; choose another path or allow overwriting")
@@ -233,6 +267,8 @@ def finetune(
     val_fraction: float = 0.2,
     overwrite: bool = False,
     device: str = "auto",
+    replay: float = REPLAY_SHARE,
+    reference: bool = True,
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[Stage | TrainProgress, None, FinetuneResult]:
     """Fine-tune ``base`` on curated samples; yields progress, returns a :class:`FinetuneResult`.
@@ -252,6 +288,13 @@ def finetune(
         id is curated, validating, or excluded by the base model are skipped.
     val_fraction : float
         Held-out share when no curated sample is flagged "validation".
+    replay : float
+        Share of the training crops drawn from the shipped reference set's ``replay/``
+        part (stage-1 crops of every kind), so that the new model keeps what its base
+        knew; 0, or an ``original_root``, draws none.
+    reference : bool
+        Score the base and the new model on the reference set's ``measure/`` part, kind by
+        kind (:attr:`FinetuneResult.forgotten`).
     overwrite : bool
         Replace an existing ``output`` (otherwise it is refused up front).
     device : str
@@ -278,9 +321,10 @@ def finetune(
     model, base_config = load_model(base, device=dev)
     validation = plan_validation(curated_roots, val_fraction, settings.seed)
     folders = list(validation.curated)
-    if original_root is not None:
+    measured = measure_samples() if reference else []
+    if original_root is not None:  # the reference set's measured images stay unseen
         skip = {sample_id(f) for f in folders} | set(base_config.training.exclude_ids)
-        folders += find_samples(original_root, exclude_ids=skip)
+        folders += without_measured(find_samples(original_root, exclude_ids=skip))
     samples: list[Sample] = []
     for i, folder in enumerate(folders):
         if stop():
@@ -295,14 +339,25 @@ def finetune(
     train_samples = [s for s in samples if s.id not in val_ids]
     if not train_samples:
         raise ValueError("no training sample left: every curated sample is flagged 'validation'")
+    n_train, n_replay = len(train_samples), 0
+    if replay > 0 and original_root is None:
+        n_replay = add_replay(train_samples, replay, crops_counter(base_config, settings))
 
-    base_score = None
+    def cancelled() -> FinetuneResult:
+        return FinetuneResult(None, validation, n_train, None, None, None, True)
+
+    base_score = before = None
     if val:
         yield Stage("Scoring the base model", 0, len(val))
         score = evaluate(model, base_config, val, dev, stop)
         if score is None:
-            return FinetuneResult(None, validation, len(train_samples), None, None, None, True)
+            return cancelled()
         base_score = float(score.score)
+    if measured:
+        yield Stage("Scoring the base model on the reference set", 0, len(measured))
+        before = reference_scores(model, base_config, measured, dev, stop)
+        if before is None:
+            return cancelled()
 
     roots = [*curated_roots, *([original_root] if original_root is not None else [])]
     config = finetune_config(base_config, roots, base)
@@ -311,18 +366,26 @@ def finetune(
     )
     new_score = None if result.best_score is None else float(result.best_score)
     if result.cancelled or stop():
-        return FinetuneResult(
-            result, validation, len(train_samples), base_score, new_score, None, True
-        )
+        return FinetuneResult(result, validation, n_train, base_score, new_score, None, True)
+    after = None
+    if measured:
+        yield Stage("Scoring the new model on the reference set", 0, len(measured))
+        after = reference_scores(result.model, result.config, measured, dev, stop)
+        if after is None:
+            return FinetuneResult(result, validation, n_train, base_score, new_score, None, True)
     scores = dict(result.config.training.scores)
     scores.update(
         base_model=str(base),
         validation=validation.how,
-        n_train=len(train_samples),
+        n_train=n_train,
         n_val=len(val),
+        n_replay_crops=n_replay,
     )
     if base_score is not None:
         scores["base_val_dsb"] = base_score
+    forgetting = None if after is None else Forgetting(before, after)
+    if forgetting is not None:
+        scores["reference_before"], scores["reference_after"] = before, after
     card = replace(result.config, training=replace(result.config.training, scores=scores))
     result.config = card
     _check_output(output, overwrite)  # nobody wrote it meanwhile
@@ -330,6 +393,7 @@ def finetune(
     staged = partial_path(output)  # a killed run's is removed by the next (remove_stale)
     save_checkpoint(staged, result.model, card)
     return FinetuneResult(
-        result, validation, len(train_samples), base_score, new_score, None, False,
-        output=output, staged=staged, overwrite=overwrite,
+        result, validation, n_train, base_score, new_score, None, False,
+        output=output, staged=staged, overwrite=overwrite, n_replay=n_replay,
+        reference=forgetting,
     )  # fmt: skip

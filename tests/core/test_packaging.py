@@ -53,6 +53,11 @@ def test_wheel_ships_manifest_and_samples(tmp_path):
     assert manifest == (REPO / "napari.yaml").read_text()
     assert "[napari.manifest]" in entry and "napari_nucleiseg:napari.yaml" in entry
     assert sum(n.startswith("napari_nucleiseg/samples/") and n.endswith(".png") for n in names) > 90
+    shipped = {
+        str(p.relative_to(REPO / "src"))
+        for p in (REPO / "src" / "napari_nucleiseg" / "reference").rglob("*.png")
+    }
+    assert len(shipped) == 48 and shipped <= names  # the reference set, images and masks
 
 
 def _imports(path: Path, module: str) -> set[str]:

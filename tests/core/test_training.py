@@ -278,8 +278,10 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
 
 
 def test_a_cli_fine_tune_never_trains_on_what_its_base_excluded(tmp_path, capsys):
-    """The base's excluded ids (e.g. the test split) stay excluded, as in the Train dock."""
+    """The base's excluded ids (e.g. the test split) stay excluded, as in the Train dock; the
+    reference set is mixed in and scored before and after."""
     from napari_nucleiseg.cli import main
+    from napari_nucleiseg.reference import kind_of, measure_samples
 
     root = tmp_path / "root"
     folders = [sample_folder("fluorescence"), sample_folder("histology")]
@@ -294,7 +296,17 @@ def test_a_cli_fine_tune_never_trains_on_what_its_base_excluded(tmp_path, capsys
     assert main([*args, "-o", str(base), "--exclude-ids", str(tmp_path / "exclude.txt")]) == 0
     capsys.readouterr()
     assert main(["train", str(root), "-o", str(tuned), "--base-model", str(base), *quick]) == 0
-    assert "on 2 samples" in capsys.readouterr().err  # not 3: the held-out one stays out
+    err = capsys.readouterr().err
+    assert "on 2 samples" in err  # not 3: the held-out one stays out
     _, config = load_model(tuned)
     assert config.training.exclude_ids == [held]
     assert str(root.resolve()) in config.training.data_roots
+    # by default a fine-tune mixes in the reference set and says what each kind became
+    assert "mixing in 1 crops a repeat of the reference set" in err  # 30% beside 2 crops
+    before, after = (config.training.scores[k] for k in ("reference_before", "reference_after"))
+    assert set(before) == set(after) == {kind_of(s) for s in measure_samples()}
+    for kind in before:
+        assert f"  {kind}: {before[kind]:.3f} -> {after[kind]:.3f}" in err
+    again = ["train", str(root), "-o", str(tuned), "--base-model", str(base), "--overwrite"]
+    assert main([*again, *quick, "--replay", "0"]) == 0
+    assert "mixing in" not in capsys.readouterr().err

@@ -95,6 +95,12 @@ def test_finetune_saves_checkpoint_and_shows_scores(
     assert widget._plot.base == pytest.approx(scores["base_val_dsb"])
     assert len(widget._plot.losses) == 2 and len(widget._plot.scores) == 2
     assert "Saved" in widget._status.value
+    # the reference set was mixed in, and scored before and after, kind by kind
+    assert scores["n_replay_crops"] > 0
+    before, after = scores["reference_before"], scores["reference_after"]
+    assert len(before) >= 5 and set(before) == set(after)
+    kind = sorted(before)[0]
+    assert f"{kind}: {before[kind]:.3f} → {after[kind]:.3f}" in text
     # the new model is offered here (as a base) and chosen in the segmentation widget
     new = str(output.resolve())
     assert new in widget._base.choices and widget._base.value == str(base_checkpoint.resolve())

@@ -353,7 +353,10 @@ def _scores_text(result: FinetuneResult, cancelled: bool) -> str:
         base = "" if result.base_score is None else f" (base model: {result.base_score:.3f})"
         return f"Cancelled before the end: nothing to compare{base}."
     if not v.ids:
-        return f"No validation samples: the models were not compared ({result.n_train} trained on)."
+        return (
+            f"No validation samples: the models were not compared ({result.n_train} trained on)."
+            + _reference_text(result)
+        )
     base = "–" if result.base_score is None else f"{result.base_score:.3f}"
     new = "–" if result.new_score is None else f"{result.new_score:.3f}"
     gain = ""
@@ -362,5 +365,15 @@ def _scores_text(result: FinetuneResult, cancelled: bool) -> str:
     how = "flagged" if v.how == "flagged" else "held out"
     return (
         f"DSB2018 score on {len(v.ids)} {how} validation sample(s):<br>"
-        f"base model <b>{base}</b> → new model <b>{new}</b>{gain}"
+        f"base model <b>{base}</b> → new model <b>{new}</b>{gain}" + _reference_text(result)
     )
+
+
+def _reference_text(result: FinetuneResult) -> str:
+    """The reference set's kinds before and after (what the base knew), a warning in bold."""
+    if result.reference is None:
+        return ""
+    lines = [line.replace(" -> ", " → ") for line in result.reference.lines()]
+    if result.reference.forgotten:
+        lines[-1] = f"<b>{lines[-1]}</b>"
+    return "<br>Reference set of other kinds, base → new:<br>" + "<br>".join(lines)

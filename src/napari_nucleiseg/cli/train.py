@@ -41,6 +41,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--width, --depth, --upsampling, --channels, --maps) are then its own",
     )
     p.add_argument(
+        "--replay",
+        type=_share,
+        default=0.3,
+        help="with --base-model: share of the training crops drawn from the shipped reference "
+        "set of stage-1 kinds, so that the model keeps what it knew (default: 0.3; 0: none); "
+        "the base and the new model are scored on the set's other images, kind by kind, and "
+        "a kind down by more than 0.02 is said",
+    )
+    p.add_argument(
         "--width",
         type=int,
         help=f"U-Net base width (default: {NEW_WIDTH['unet']}) "
@@ -197,14 +206,22 @@ def _network_changes(args: argparse.Namespace, base: ModelConfig) -> list[str]:
     return [f"--{k} {v} (it has {built[k]})" for k, v in given.items() if str(v) != str(built[k])]
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..devices import resolve_device
-    from ..finetune import finetune_config
+    from ..finetune import crops_counter, finetune_config, reference_scores
     from ..inference import drain
     from ..models import load_model, resolve_checkpoint, save_checkpoint
     from ..models.checkpoint import TrainingInfo
+    from ..reference import Forgetting, add_replay, measure_samples, without_measured
     from ..training import (
         AugmentConfig,
         TrainConfig,
@@ -236,6 +253,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         exclude = config.training.exclude_ids
     val_ids = read_ids(args.val_ids) if args.val_ids else []
     folders = find_samples(args.data, exclude_ids=set(exclude))
+    if args.base_model:  # what scores forgetting is never trained on
+        folders = without_measured(folders)
     print(f"reading {len(folders)} samples ...", file=sys.stderr)
     train_samples, val_samples = split_samples(read_samples(folders), val_ids)
     if not train_samples:
@@ -276,6 +295,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({len(val_samples)} for validation) on {device}",
         file=sys.stderr,
     )
+    measured, before = [], None
+    if args.base_model:
+        if args.replay > 0:
+            n = add_replay(train_samples, args.replay, crops_counter(config, settings))
+            print(f"mixing in {n} crops a repeat of the reference set", file=sys.stderr)
+        measured = measure_samples()
+        print(f"scoring {args.base_model} on the reference set ...", file=sys.stderr)
+        before = reference_scores(model, base, measured, device)
     deadline = time.monotonic() + 60 * args.time_limit if args.time_limit else None
     gen = train(
         config,
@@ -314,6 +341,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
 
     result = drain(gen, show)
+    if before is not None:  # the new model on the kinds its base knew
+        after = reference_scores(result.model, result.config, measured, device)
+        forgetting = Forgetting(before, after)
+        scores = dict(result.config.training.scores, reference_before=before, reference_after=after)
+        result.config = replace(
+            result.config, training=replace(result.config.training, scores=scores)
+        )
+        print("reference set, DSB2018 before -> after:", file=sys.stderr)
+        for line in forgetting.lines():
+            print(f"  {line}", file=sys.stderr)
     if result.checkpoint is not None:  # the final card holds the whole history
         save_checkpoint(result.checkpoint, result.model, result.config)
     print(

@@ -97,6 +97,15 @@ def split_samples(
 AREA_PER_CROP = 512 * 512
 
 
+def crops_of(
+    sample: Sample, normalization: NormalizeConfig, inverted_repeats: int = 1, by_area: bool = False
+) -> int:
+    """Crops of ``sample`` in one repeat of a :class:`CropDataset` (see its parameters)."""
+    inverted = inverted_repeats > 1 and should_invert(sample.image, normalization)
+    area = max(1, round(sample.labels.size / AREA_PER_CROP)) if by_area else 1
+    return (inverted_repeats if inverted else 1) * area
+
+
 class CropDataset(torch.utils.data.Dataset):
     """Augmented random crops of annotated samples and their target maps.
 
@@ -169,14 +178,7 @@ class CropDataset(torch.utils.data.Dataset):
         self.order = [
             i
             for i, sample in enumerate(self.samples)
-            for _ in range(
-                (
-                    inverted_repeats
-                    if inverted_repeats > 1 and should_invert(sample.image, self.normalization)
-                    else 1
-                )
-                * (max(1, round(sample.labels.size / AREA_PER_CROP)) if by_area else 1)
-            )
+            for _ in range(crops_of(sample, self.normalization, inverted_repeats, by_area))
         ]
 
     def set_epoch(self, epoch: int) -> None:
