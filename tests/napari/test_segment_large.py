@@ -38,7 +38,7 @@ def test_a_large_lazy_layer_gives_a_lazy_multiscale_labels_layer(
     viewer = make_napari_viewer()
     viewer.add_image(da.from_array(image, chunks=(256, 256)), name="slide", scale=(0.5, 0.5))
     widget = open_dock(viewer, "Segment nuclei")
-    assert widget._model.value == DEFAULT_MODEL
+    assert widget._model.chosen == DEFAULT_MODEL  # 'auto', for this grey image
     widget._device.value = "cpu"
     widget.run()
     assert widget._worker is not None

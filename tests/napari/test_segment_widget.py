@@ -18,12 +18,15 @@ from napari.utils.notifications import NotificationSeverity
 
 from conftest import open_dock
 from napari_nucleiseg import inference
+from napari_nucleiseg._napari import _metadata as meta
 from napari_nucleiseg._napari import sample_data
-from napari_nucleiseg._napari._models import get_model, model_card
+from napari_nucleiseg._napari._models import get_model, model_card, model_config
 from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
 from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.kinds import HE_MODEL
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import DEFAULT_MODEL, ModelConfig, TrainingInfo, shipped_models
+from napari_nucleiseg.models.choice import AUTO
 from napari_nucleiseg.pipeline import labels_from_predicted
 from napari_nucleiseg.samples import sample_folder
 
@@ -184,7 +187,7 @@ def test_bad_checkpoint_gives_a_notification(make_napari_viewer, tmp_path, notes
     viewer = make_napari_viewer()
     open_sample(viewer)
     widget = make_widget(viewer)
-    before = widget._model.value  # the shipped default, or 'Load checkpoint…' without one
+    before = widget._model.value  # 'auto', or 'Load checkpoint…' without shipped models
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"not a checkpoint")
     other = tmp_path / "other.pt"
@@ -195,7 +198,7 @@ def test_bad_checkpoint_gives_a_notification(make_napari_viewer, tmp_path, notes
         assert errors and path.name in errors[-1].message and "\n" not in errors[-1].message
         assert str(path) not in [c for c in widget._model.choices]
     assert widget._model.value == before  # a refused file leaves the choice as it was
-    assert widget._run.enabled == (before == DEFAULT_MODEL)
+    assert widget._run.enabled == (before == AUTO)
 
 
 def test_failed_run_is_a_notification(make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, notes):
@@ -247,14 +250,38 @@ def test_shipped_model_scores_on_the_sample(make_napari_viewer, qtbot, sample):
     viewer = make_napari_viewer()
     open_sample(viewer)
     widget = make_widget(viewer)
-    assert widget._model.value == DEFAULT_MODEL
+    assert widget._model.value == AUTO and widget._model.chosen == DEFAULT_MODEL
     widget._device.value = "cpu"
     labels = segment(qtbot, widget)
+    assert f"by {DEFAULT_MODEL} (auto)" in widget._status.value
     score = score_image(sample.labels, labels.data).score
     print(f"{DEFAULT_MODEL} on the fluorescence sample: DSB {score:.3f}")
     assert score >= SHIPPED_SCORE_FLOOR
     qtbot.waitUntil(lambda: "DSB2018 score" in widget._score.value, timeout=WAIT_MS)
     assert f"<b>{score:.3f}</b>" in widget._score.value
+
+
+def test_auto_picks_the_model_of_each_image_kind_and_says_which(make_napari_viewer, qtbot):
+    """The model list's "auto" (the default, as in ``nucleiseg predict``) gives an H&E image
+    the H&E model and a fluorescence image the default one: the card says which before
+    the run, the thresholds follow it, and the status says which ran."""
+    if not {DEFAULT_MODEL, HE_MODEL} <= set(shipped_models()):
+        pytest.skip(f"{DEFAULT_MODEL} and {HE_MODEL} are not both installed")
+    viewer = make_napari_viewer()
+    he = viewer.add_image(read_sample(sample_folder("histology")).image, name="H&E")
+    grey = viewer.add_image(read_sample(sample_folder("fluorescence")).image, name="DAPI")
+    widget = open_dock(viewer, "Segment nuclei")
+    widget._device.value = "cpu"
+    for layer, name in ((he, HE_MODEL), (grey, DEFAULT_MODEL), (he, HE_MODEL)):
+        widget._image.value = layer
+        assert widget._model.value == AUTO and widget._model.chosen == name
+        assert widget._model.card.value.startswith(f"auto: {name} for this image")
+        own = model_config(name).postprocess
+        assert widget._prob.value == pytest.approx(own.prob_threshold)
+    labels = segment(qtbot, widget)
+    assert labels.data.max() > 10
+    assert f"by {HE_MODEL} (auto)" in widget._status.value
+    assert labels.metadata[meta.MODEL] == HE_MODEL
 
 
 def test_model_card_counts_the_epochs_of_every_stage(tiny_checkpoint):

@@ -20,7 +20,9 @@ from qtpy.QtCore import QObject, Qt
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import one_line
+from ..kinds import HE_MODEL, auto_model
 from ..models import DEFAULT_MODEL, ModelConfig, shipped_models
+from ..models.choice import AUTO
 from ._layers import narrow, text_lines
 from ._models import model_card, model_config
 
@@ -84,6 +86,11 @@ class ModelPicker:
         once the card shows the new choice.
     choose_trained : bool
         Whether a checkpoint trained in the window is also chosen, or only listed.
+    image : callable, optional
+        Returns a look at the image to segment (a plane or a crop of it; None when there is
+        none). Given, the list starts with "auto", which picks the shipped model for that
+        image's kind (:func:`napari_nucleiseg.kinds.auto_model`) as ``nucleiseg predict``
+        does, and the card says which.
     """
 
     def __init__(
@@ -93,8 +100,11 @@ class ModelPicker:
         title: str,
         on_change: Callable[[ModelConfig | None], None],
         choose_trained: bool,
+        image: Callable[[], object] | None = None,
     ):
         self._title, self._on_change, self._choose_trained = title, on_change, choose_trained
+        self._image = image
+        self._auto = DEFAULT_MODEL  # what "auto" picked for the image last looked at
         self.trained = TrainedModels.of(viewer)
         self._checkpoints: list[str] = list(self.trained.paths)
         self.combo = ComboBox(label=label, choices=self._choices)
@@ -118,14 +128,24 @@ class ModelPicker:
 
     @property
     def chosen(self) -> str | None:
-        """The model to use (a shipped name or a checkpoint path), None when there is none."""
+        """The model to use (a shipped name or a checkpoint path; with "auto", the one for the
+        image now), None when there is none."""
+        if self.combo.value == AUTO:
+            return self._auto
         return None if self.combo.value in (None, LOAD) else self.combo.value
 
+    def _pick(self) -> str:
+        """The shipped model "auto" picks for the image now (the default without one)."""
+        look = self._image() if self._image is not None else None
+        return DEFAULT_MODEL if look is None else auto_model(look, shipped_models(), DEFAULT_MODEL)
+
     def _choices(self, _widget=None) -> list[tuple[str, str]]:
-        """(label, value): shipped models (the default first), checkpoint files, LOAD."""
+        """(label, value): "auto" (when the dock looks at images and models are shipped),
+        shipped models (the default first), checkpoint files, LOAD."""
         names = sorted(shipped_models(), key=lambda n: n != DEFAULT_MODEL)
         files = [(Path(p).name, p) for p in self._checkpoints]
-        return [(n, n) for n in names] + files + [(LOAD, LOAD)]
+        auto = [("auto (by image kind)", AUTO)] if self._image is not None and names else []
+        return auto + [(n, n) for n in names] + files + [(LOAD, LOAD)]
 
     def _on_activated(self, index: int) -> None:
         """A user's pick in the list (also when re-picking the current entry)."""
@@ -179,7 +199,10 @@ class ModelPicker:
         self.load_checkpoint(path, select=self._choose_trained)
 
     def update(self, _value=None) -> None:
-        """Show the chosen model on the card and tell the dock (``on_change``)."""
+        """Show the chosen model on the card and tell the dock (``on_change``); with "auto",
+        pick the model for the image now (the dock calls this when its image changes)."""
+        if self.combo.value == AUTO:
+            self._auto = self._pick()
         source, config = self.chosen, None
         self.card.tooltip = ""
         if source is None:
@@ -192,6 +215,14 @@ class ModelPicker:
                 self.card.value = f"Cannot read this model: {one_line(exc)}"
             else:
                 self.card.value, self.card.tooltip = model_card(source, config)
+                if self.combo.value == AUTO:
+                    self.card.value = f"auto: {source} for this image. " + self.card.value
+                    self.card.tooltip = (
+                        f"'auto' segments H&E-like images (colour on a bright background) with "
+                        f"{HE_MODEL} when it is installed, every other image with "
+                        f"{DEFAULT_MODEL}; the thresholds follow the model picked.\n\n"
+                        + self.card.tooltip
+                    )
         self._on_change(config)
 
     def disconnect(self) -> None:

@@ -35,6 +35,7 @@ from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..errors import one_line
 from ..models import ModelConfig
+from ..models.choice import AUTO
 from ..pipeline import Progress, plane_indices
 from ..postprocess import PostprocessConfig
 from ..preprocess import CHANNEL_NAMES, NormalizeConfig
@@ -48,6 +49,8 @@ from .model_picker import ModelPicker
 from .results_panel import Measurement, Measuring, ResultsPanel, measured
 
 ALL_PLANES, PLANE_ON_SCREEN = "All planes", "Plane on screen"
+#: side of the central crop of an image that the model list's "auto" judges its kind by
+LOOK_SIDE = 2048
 TILES = (("Auto", None), ("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048))
 #: the Polarity choices and the normalisation's ``invert`` each stands for
 POLARITIES = (("Auto", "auto"), ("Bright nuclei", "never"), ("Dark nuclei", "always"))
@@ -93,7 +96,7 @@ class SegmentWidget(Container):
         self._diameter.native.setSpecialValueText("Auto")  # 0: estimated per image
         self._model = ModelPicker(
             self._viewer, "Model", "Load a napari-nucleiseg checkpoint",
-            on_change=self._on_model, choose_trained=True,
+            on_change=self._on_model, choose_trained=True, image=self._look,
         )  # fmt: skip
         self._device = ComboBox(label="Device", choices=available_devices())
         self._device_line = Label(label="")
@@ -244,7 +247,19 @@ class SegmentWidget(Container):
             # (!= not `is not`: napari hands docks a viewer proxy whose layers are proxies too)
             self._status.value = self._status.tooltip = ""
             self._update_score()
+        if self._model.value == AUTO and self._worker is None:
+            self._model.update()  # the model for this image's kind
         self._update_run_button()
+
+    def _look(self) -> np.ndarray | None:
+        """The chosen image's first plane, or its central 2048x2048 when larger: what the
+        model list's "auto" judges the image's kind by."""
+        layer = self._image.value
+        if layer is None:
+            return None
+        plane = _layers.image_data(layer)[(0,) * len(_layers.image_lead(layer))]
+        y, x = (max((n - LOOK_SIDE) // 2, 0) for n in plane.shape[:2])
+        return np.asarray(plane[y : y + LOOK_SIDE, x : x + LOOK_SIDE])
 
     def load_checkpoint(self, path: str | Path) -> bool:
         """Offer a checkpoint file as model and choose it; a bad file gives a notification.
@@ -450,7 +465,8 @@ class SegmentWidget(Container):
         count = sum(int(plane.max(initial=0)) for plane in labels)
         noun = "nucleus" if count == 1 else "nuclei"
         where = "" if res.planes == [()] else f" in {len(res.planes)} planes"
-        self._status.value = f"<big><b>{count}</b> {noun} found{where}</big>"
+        by = f" by {res.model} (auto)" if self._model.value == AUTO else ""
+        self._status.value = f"<big><b>{count}</b> {noun} found{where}</big>{by}"
         self._status.tooltip = f"In '{res.layer.name}', by {res.model}"
         self._update_score()
 
