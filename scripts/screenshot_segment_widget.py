@@ -1,8 +1,9 @@
 """Render the "Segment nuclei" widget after a run and save docs/segment_widget.png.
 
 Run under a display: ``xvfb-run -a python scripts/screenshot_segment_widget.py``.
-Opens the shipped fluorescence sample with its truth, segments it with the
-shipped default model on the CPU, scores it against the truth, and grabs the window.
+Opens the shipped histology (H&E) sample with its truth, segments it with the model
+list's "auto" (which picks the H&E model for it) on the CPU, scores it against the
+truth, and grabs the window.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from napari_nucleiseg._napari import sample_data
 def segment_widget_screenshot(out: Path = DOCS / "segment_widget.png") -> Path:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
-    for data, kwargs, kind in sample_data.fluorescence():
+    for data, kwargs, kind in sample_data.histology():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     truth = next(layer for layer in viewer.layers if layer.name.endswith("masks"))
     truth.visible = False
