@@ -132,6 +132,33 @@ def test_moving_average_is_what_is_kept_and_leaves_training_alone(samples):
         TrainConfig(ema_decay=1.0)
 
 
+def weights_of(model) -> list[str]:
+    return [k for k, _ in model.named_parameters()]
+
+
+def test_keeping_norm_statistics_trains_scale_and_shift_only(samples):
+    """A fine-tune that keeps batch norm's statistics leaves them as they were and still
+    learns every weight, batch norm's scale and shift too; without it they move."""
+
+    def stats(model) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+    def run(keep: bool):
+        model = CONFIG.build()
+        before, weights = stats(model), {k: v.clone() for k, v in model.named_parameters()}
+        settings = replace(QUICK, max_steps=2, keep_norm_stats=keep)
+        result = drain(train(CONFIG, samples, settings=settings, model=model, device="cpu"))
+        after = stats(result.model)
+        moved = {k for k, v in result.model.named_parameters() if not torch.equal(v, weights[k])}
+        return before, after, moved
+
+    before, after, moved = run(True)
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+    assert moved == set(weights_of(CONFIG.build()))  # batch norm's scale and shift included
+    before, after, _ = run(False)
+    assert not all(torch.equal(v, after[k]) for k, v in before.items())
+
+
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "adamw"])
 def test_optimizers_step(name):
     w = torch.nn.Parameter(torch.ones(3))
@@ -250,6 +277,7 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     _, three = load_model(third)
     assert one.training.base == {} and one.training.settings["lr"] == 0.01
     assert two.training.base["source"] == str(first)
+    assert two.training.settings["lr"] == 1e-4 and two.training.settings["keep_norm_stats"]
     assert two.training.base["settings"] == one.training.settings
     assert two.training.base["machine"] == one.training.machine != ""
     assert three.training.base["base"] == two.training.base  # the whole history travels

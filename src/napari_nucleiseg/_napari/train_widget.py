@@ -216,6 +216,7 @@ class TrainWidget(Container):
             optimizer=self._optimizer.value,
             lr=float(self._lr.value),
             weight_decay=float(self._wd.value),
+            keep_norm_stats=True,  # as nucleiseg train --base-model: the kinds it knew stay
         )
 
     def confirm_overwrite(self, path: Path) -> bool:

@@ -45,9 +45,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=_share,
         default=0.3,
         help="with --base-model: share of the training crops drawn from the shipped reference "
-        "set of stage-1 kinds, so that the model keeps what it knew (default: 0.3; 0: none); "
+        "set of stage-1 kinds, so that the model keeps what it knew (0: none); "
         "the base and the new model are scored on the set's other images, kind by kind, and "
         "a kind down by more than 0.02 is said",
+    )
+    p.add_argument(
+        "--learn-norm-stats",
+        action="store_true",
+        help="with --base-model: re-estimate batch norm's statistics on the new data (by "
+        "default a fine-tune keeps its base's, so that the kinds it knew keep their scores)",
     )
     p.add_argument(
         "--width",
@@ -94,7 +100,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--optimizer", choices=["sgd", "rmsprop", "adam"], default="adam", help="optimiser"
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate (default: 0.001, or 0.0001 for a fine-tune: a larger first step "
+        "of Adam's moves every weight of a trained network at once)",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
     p.add_argument(
         "--gap-weight",
@@ -281,12 +292,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         by_area=args.crops_by_area,
         max_steps=args.steps_per_epoch,
         optimizer=args.optimizer,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else (1e-4 if args.base_model else 1e-3),
         weight_decay=args.weight_decay,
         gap_weight=args.gap_weight,
         ema_decay=args.ema,
         seed=args.seed,
         num_workers=args.workers,
+        keep_norm_stats=bool(args.base_model) and not args.learn_norm_stats,
     )
     device = resolve_device(args.device)
     use_backend(args, device, exact=True)  # the validation's forward passes, in float

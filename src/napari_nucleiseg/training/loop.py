@@ -84,6 +84,10 @@ class TrainConfig:
         DataLoader worker processes (0: crops are made in the training process).
     amp : bool
         bfloat16 autocast on CUDA (ignored on CPU).
+    keep_norm_stats : bool
+        Batch norm keeps the running statistics it starts with (a base model's) and
+        learns only its scale and shift. A fine-tune on a few images of one kind would
+        otherwise re-estimate them on that kind alone, which moves every other kind.
     """
 
     epochs: int = 30
@@ -112,6 +116,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     amp: bool = True
+    keep_norm_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -341,6 +346,10 @@ def train(
     gap = gap_weighting(config.maps, settings.gap_weight)
     layout = memory_format(dev)
     model.to(dev, memory_format=layout).train()
+    if settings.keep_norm_stats:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()  # normalises with its running statistics, and leaves them
     stop = should_stop or (lambda: False)
 
     dataset = CropDataset(
