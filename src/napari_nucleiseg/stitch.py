@@ -290,11 +290,12 @@ def _piece(maps, out, core: Box, post: PostprocessConfig, reach: int) -> np.ndar
     first pixel lies in ``core``, post-processed in ``core`` grown by ``reach``; return the
     ids written. Only this piece names nuclei by a pixel of ``core``: no id is written twice."""
     height, width = maps.shape[1:]
+    mark = open_mark(out.dtype)
+    if not (np.asarray(out[core[0] : core[1], core[2] : core[3]]) == mark).any():
+        return np.zeros(0, np.uint64)  # claimed by the pieces before
     y0, y1, x0, x1 = window = _grow(core, reach, height, width)
     current = np.asarray(out[y0:y1, x0:x1])
-    is_open = current == open_mark(out.dtype)
-    if not is_open[core[0] - y0 : core[1] - y0, core[2] - x0 : core[3] - x0].any():
-        return np.zeros(0, np.uint64)  # claimed by the pieces before
+    is_open = current == mark
     ids, _, _ = _window(maps, window, post)
     row, col = np.divmod(ids.astype(np.int64) - 1, width)  # each pixel's nucleus's first pixel
     take = (ids > 0) & (row >= core[0]) & (row < core[1]) & (col >= core[2]) & (col < core[3])
