@@ -109,6 +109,18 @@ def folded(model: torch.nn.Module) -> torch.nn.Module:
     return net.requires_grad_(False)
 
 
+@contextmanager
+def exact() -> Iterator[None]:
+    """Within, in this thread, "auto" on the CPU means float (ONNX Runtime) rather than int8:
+    training's validation and tuning, whose choices should not depend on the backend."""
+    outer = getattr(_local, "exact", False)
+    _local.exact = True
+    try:
+        yield
+    finally:
+        _local.exact = outer
+
+
 def asked_backend() -> str:
     """The backend this process is asked for (``NUCLEISEG_BACKEND``; "auto" when unset)."""
     return os.environ.get(BACKEND_VARIABLE, "auto").strip().lower() or "auto"
@@ -138,7 +150,9 @@ def backend(device: torch.device) -> str:
                 "(pip install onnxruntime onnx), or choose the backend torch"
             ) from None
         return "torch"
-    return "onnxruntime-int8" if asked == "auto" else asked
+    if asked == "auto":
+        return "onnxruntime" if getattr(_local, "exact", False) else "onnxruntime-int8"
+    return asked
 
 
 def _calibration(net: torch.nn.Module) -> list[np.ndarray]:

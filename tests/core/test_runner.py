@@ -23,6 +23,7 @@ from napari_nucleiseg.runner import (
     _RUNNERS,
     BACKEND_VARIABLE,
     backend,
+    exact,
     folded,
     runner,
     stop_switch,
@@ -154,6 +155,33 @@ def test_backend_choice(monkeypatch):
         monkeypatch.setenv(BACKEND_VARIABLE, engine)
         with pytest.raises(ValueError, match="pip install onnxruntime onnx"):
             backend(CPU)
+
+
+def test_training_validates_in_float_in_its_own_thread_only(monkeypatch):
+    """``exact`` turns "auto" into float for its thread: training's validation (``evaluate``,
+    the Train dock's and the CLI's) never runs int8, while a Segment run elsewhere keeps it."""
+    from napari_nucleiseg import runner as runner_module
+    from napari_nucleiseg.training import evaluate
+
+    monkeypatch.delenv(BACKEND_VARIABLE, raising=False)
+    seen = []
+    with exact():
+        assert backend(CPU) == "onnxruntime"
+        thread = threading.Thread(target=lambda: seen.append(backend(CPU)))
+        thread.start()
+        thread.join()
+        monkeypatch.setenv(BACKEND_VARIABLE, "onnxruntime-int8")  # asked for: kept
+        assert backend(CPU) == "onnxruntime-int8"
+        monkeypatch.delenv(BACKEND_VARIABLE)
+    assert seen == ["onnxruntime-int8"] and backend(CPU) == "onnxruntime-int8"
+
+    def no_int8(*args):
+        raise AssertionError("validation ran in int8")
+
+    monkeypatch.setattr(runner_module, "_int8", no_int8)
+    model, config = load_model("dsb2018-unet")
+    sample = read_sample(sample_folder("fluorescence"))
+    assert evaluate(model, config, [sample], "cpu").score > 0.3
 
 
 @pytest.mark.parametrize("kind", ["fluorescence", "histology"])

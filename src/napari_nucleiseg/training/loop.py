@@ -31,6 +31,7 @@ from ..io import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel, save_checkpoint
 from ..pipeline import segment
+from ..runner import exact
 from .augment import AugmentConfig
 from .dataset import CropDataset
 
@@ -283,11 +284,14 @@ def evaluate(
         None when ``should_stop()`` turned true part-way.
     """
     pairs = []
-    for sample in samples:
-        if should_stop is not None and should_stop():
-            return None
-        _, (labels,) = drain(segment(model, config, sample.image, device=device, diameter="auto"))
-        pairs.append((sample.id, sample.labels, labels))
+    with exact():  # float, also where int8 is the CPU's default: the scores choose checkpoints
+        for sample in samples:
+            if should_stop is not None and should_stop():
+                return None
+            _, (labels,) = drain(
+                segment(model, config, sample.image, device=device, diameter="auto")
+            )
+            pairs.append((sample.id, sample.labels, labels))
     return score_dataset(pairs)
 
 
