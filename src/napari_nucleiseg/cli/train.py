@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..errors import FileProblem
+from ..reference import REPLAY_SHARE
 from . import add_device, positive_number, use_backend
 
 if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--replay",
         type=_share,
-        default=0.3,
+        default=REPLAY_SHARE,
         help="with --base-model: share of the training crops drawn from the shipped reference "
         "set of stage-1 kinds, so that the model keeps what it knew (0: none); "
         "the base and the new model are scored on the set's other images, kind by kind, and "
