@@ -294,7 +294,7 @@ def finetune(
         knew; 0, or an ``original_root``, draws none.
     reference : bool
         Score the base and the new model on the reference set's ``measure/`` part, kind by
-        kind (:attr:`FinetuneResult.forgotten`).
+        kind (:attr:`FinetuneResult.reference`).
     overwrite : bool
         Replace an existing ``output`` (otherwise it is refused up front).
     device : str
@@ -344,7 +344,7 @@ def finetune(
         n_replay = add_replay(train_samples, replay, crops_counter(base_config, settings))
 
     def cancelled() -> FinetuneResult:
-        return FinetuneResult(None, validation, n_train, None, None, None, True)
+        return FinetuneResult(None, validation, n_train, base_score, None, None, True)
 
     base_score = before = None
     if val:

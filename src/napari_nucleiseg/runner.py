@@ -112,7 +112,8 @@ def folded(model: torch.nn.Module) -> torch.nn.Module:
 @contextmanager
 def exact() -> Iterator[None]:
     """Within, in this thread, "auto" on the CPU means float (ONNX Runtime) rather than int8:
-    training's validation and tuning, whose choices should not depend on the backend."""
+    training's validation (:func:`~napari_nucleiseg.training.evaluate`), whose choice of
+    checkpoint should not depend on the backend."""
     outer = getattr(_local, "exact", False)
     _local.exact = True
     try:

@@ -123,6 +123,10 @@ def _boxes(comps: np.ndarray, which: np.ndarray, origin: tuple[int, int]) -> lis
     ]
 
 
+def _area(box: Box) -> int:
+    return (box[1] - box[0]) * (box[3] - box[2])
+
+
 def _union(a: Box, b: Box) -> Box:
     return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
 
@@ -158,8 +162,8 @@ def stitched_labels(
     ----------
     maps : array-like, (M, H, W) float32
         Body first, then the separating maps (numpy, or Zarr on disk: read by window).
-    out : array-like, (H, W), uint32 (uint64 for images of 2**32 pixels or more)
-        Zeros; written chunk by chunk (a Zarr array on disk, or numpy).
+    out : array-like, (H, W), uint32 (uint64 for images of 2**32 - 1 pixels or more)
+        Zeros; written chunk by chunk (a Zarr array on disk, or numpy); see :func:`fits`.
     post : PostprocessConfig, optional
         Thresholds; None: the defaults.
     chunk : int
@@ -187,8 +191,11 @@ def stitched_labels(
     from .pipeline import Cancelled
 
     post = post or PostprocessConfig()
-    if chunk < 1 or halo < 1:
-        raise ValueError(f"chunk and halo must be at least 1, got {chunk} and {halo}")
+    if chunk < 1 or halo < 1 or (reach is not None and reach < halo):
+        raise ValueError(
+            f"chunk and halo must be at least 1 and reach at least halo, got {chunk}, {halo} "
+            f"and {reach}"
+        )
     height, width = maps.shape[1:]
     if not fits(out.dtype, height, width):
         raise ValueError(f"labels of {out.dtype} cannot name the nuclei of {height}x{width}")
@@ -230,16 +237,20 @@ def stitched_labels(
         yield done, total
     pieces = holding if beyond else []
     total += len(pieces)
+    reach = 4 * halo if reach is None else reach
+    worked = 0
     for done, core in enumerate(pieces, start=len(chunks) + len(groups) + 1):
         if stop is not None and stop.is_set():
             raise Cancelled
-        found.append(_piece(maps, out, core, post, 4 * halo if reach is None else reach))
+        written = _piece(maps, out, core, post, reach)
+        found.append(written)
+        worked += written.size > 0
         yield done, total
-    if beyond:
+    if worked:  # a clump that a later group's window held whole needed no piece
         y0, y1, x0, x1 = beyond[0]
         warnings.warn(
             f"touching nuclei connected over more than {MAX_CLUMP_PIXELS} pixels (met first "
-            f"near rows {y0}-{y1}, columns {x0}-{x1}) were resolved in {len(pieces)} "
+            f"near rows {y0}-{y1}, columns {x0}-{x1}) were resolved in {worked} "
             "overlapping pieces: where the pieces meet, nuclei may differ from a whole-image "
             "run; a higher probability threshold separates them",
             ClumpWarning,
@@ -274,8 +285,8 @@ def _resolve(maps, out, group: Box, post: PostprocessConfig, halo: int) -> tuple
             break
         wanted = functools.reduce(_union, _boxes(comps, crossing, (window[0], window[2])), window)
         grown = _grow(wanted, by, height, width)
-        if (grown[1] - grown[0]) * (grown[3] - grown[2]) > MAX_CLUMP_PIXELS:
-            beyond = True  # the components whole in this window are still written
+        if _area(grown) > MAX_CLUMP_PIXELS:  # margins double: a clump resolved whole is
+            beyond = True  # at most about 2,000 px across; what this window holds is written
             break
         window, by = grown, 2 * by
     whole = (comps > 0) & ~np.isin(comps, cut)  # its dropped pixels too: no longer open

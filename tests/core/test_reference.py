@@ -53,6 +53,8 @@ def test_replay_makes_its_share_of_the_crops():
     added = add_replay(curated, 0.3, lambda s: 1)
     assert added == 6 and len(curated) == 20  # 6 of 20 crops: 0.3
     assert [kind_of(s) for s in curated[14:]] == [kind_of(s) for s in replay_samples()[:6]]
+    many = [_sample(f"c{i}") for i in range(1000)]  # a large data set: at most 8 each
+    assert add_replay(many, 0.3, lambda s: 1) == 8 * len(replay_samples())
     none = [_sample("c")]
     assert add_replay(none, 0.0, lambda s: 1) == 0 and len(none) == 1
     with pytest.raises(ValueError, match="replay share"):

@@ -137,6 +137,8 @@ def test_real_maps_of_a_mosaic_stitch_exactly():
 
 def test_refuses_labels_too_narrow_and_stops_when_told():
     maps = synthetic_maps(side=300)
+    with pytest.raises(ValueError, match="reach at least halo"):
+        drain(stitched_labels(maps, np.zeros((300, 300), np.uint32), halo=8, reach=4))
     with pytest.raises(ValueError, match="uint16 cannot name"):
         drain(stitched_labels(maps, np.zeros((300, 300), np.uint16)))
     stop = threading.Event()
@@ -181,7 +183,7 @@ def test_pieces_too_narrow_for_a_nucleus_change_nuclei_at_their_seams(monkeypatc
     serpent = comps == 1
     monkeypatch.setattr(stitch, "MAX_CLUMP_PIXELS", 200 * 200)
     with pytest.warns(stitch.ClumpWarning):
-        got, n = stitched(maps, post, chunk=100, halo=8, reach=4)
+        got, n = stitched(maps, post, chunk=100, halo=4, reach=4)
     assert got.max() == n and np.unique(got).size == n + 1
     off = canonical(np.where(serpent, 0, got))
     np.testing.assert_array_equal(off, canonical(np.where(serpent, 0, expected)))

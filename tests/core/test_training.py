@@ -330,7 +330,7 @@ def test_a_cli_fine_tune_never_trains_on_what_its_base_excluded(tmp_path, capsys
     assert config.training.exclude_ids == [held]
     assert str(root.resolve()) in config.training.data_roots
     # by default a fine-tune mixes in the reference set and says what each kind became
-    assert "mixing in 2 crops a repeat of the reference set" in err  # half, beside 2 crops
+    assert "mixing in 1 crops a repeat of the reference set" in err  # 30% beside 2 crops
     before, after = (config.training.scores[k] for k in ("reference_before", "reference_after"))
     assert set(before) == set(after) == {kind_of(s) for s in measure_samples()}
     for kind in before:

@@ -278,10 +278,17 @@ def test_auto_picks_the_model_of_each_image_kind_and_says_which(make_napari_view
         assert widget._model.card.value.startswith(f"auto: {name} for this image")
         own = model_config(name).postprocess
         assert widget._prob.value == pytest.approx(own.prob_threshold)
+    widget._prob.value = 0.6  # a threshold the user set stays while the pick is the same
+    widget._image.value = viewer.add_image(he.data[::-1], name="H&E flipped")
+    assert widget._model.chosen == HE_MODEL and widget._prob.value == pytest.approx(0.6)
     labels = segment(qtbot, widget)
     assert labels.data.max() > 10
     assert f"by {HE_MODEL} (auto)" in widget._status.value
     assert labels.metadata[meta.MODEL] == HE_MODEL
+    # an image whose kind cannot be judged (NaN) gets the default model, not a broken dock
+    nan = viewer.add_image(np.full((64, 64), np.nan, np.float32), name="NaN")
+    widget._image.value = nan
+    assert widget._model.chosen == DEFAULT_MODEL
 
 
 def test_model_card_counts_the_epochs_of_every_stage(tiny_checkpoint):

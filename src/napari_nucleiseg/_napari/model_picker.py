@@ -135,9 +135,21 @@ class ModelPicker:
         return None if self.combo.value in (None, LOAD) else self.combo.value
 
     def _pick(self) -> str:
-        """The shipped model "auto" picks for the image now (the default without one)."""
-        look = self._image() if self._image is not None else None
-        return DEFAULT_MODEL if look is None else auto_model(look, shipped_models(), DEFAULT_MODEL)
+        """The shipped model "auto" picks for the image now (the default without one, or for
+        an image whose kind cannot be judged: NaN, a read that fails)."""
+        try:
+            look = self._image() if self._image is not None else None
+            if look is not None:
+                return auto_model(look, shipped_models(), DEFAULT_MODEL)
+        except (OSError, ValueError):
+            pass  # the run itself names what is wrong with the image
+        return DEFAULT_MODEL
+
+    def refresh(self) -> None:
+        """With "auto", pick again for the image now, and tell the dock only when the model
+        changed (its thresholds stay as the user set them otherwise)."""
+        if self.combo.value == AUTO and self._pick() != self._auto:
+            self.update()
 
     def _choices(self, _widget=None) -> list[tuple[str, str]]:
         """(label, value): "auto" (when the dock looks at images and models are shipped),
@@ -190,7 +202,7 @@ class ModelPicker:
             return False
         if path not in self._checkpoints:
             self._checkpoints.append(path)
-        current = self.chosen
+        current = None if self.combo.value == LOAD else self.combo.value  # "auto" stays
         self.combo.reset_choices()
         self.combo.value = path if select or current is None else current
         return True

@@ -247,8 +247,8 @@ class SegmentWidget(Container):
             # (!= not `is not`: napari hands docks a viewer proxy whose layers are proxies too)
             self._status.value = self._status.tooltip = ""
             self._update_score()
-        if self._model.value == AUTO and self._worker is None:
-            self._model.update()  # the model for this image's kind
+        if self._worker is None:
+            self._model.refresh()  # with "auto", the model for this image's kind
         self._update_run_button()
 
     def _look(self) -> np.ndarray | None:
@@ -426,6 +426,7 @@ class SegmentWidget(Container):
     def _on_finished(self) -> None:
         cancelled = self._request is not None and self._request.stop.is_set()
         self._worker = None
+        self._model.refresh()  # the image may have changed while it ran
         if self._pending_folder is not None:  # a large run that failed or was cancelled
             shutil.rmtree(self._pending_folder, ignore_errors=True)
             self._pending_folder = None
