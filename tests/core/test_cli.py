@@ -218,8 +218,9 @@ def _help(command: str) -> str:
 
 def test_help_shows_defaults_and_readable_choices():
     train = _help("train")
-    for default in ["(default: 30)", "(default: 0.001)", "(default: 8)", "(default: adam)"]:
+    for default in ["(default: 30)", "(default: 8)", "(default: adam)", "(default: 0.3)"]:
         assert default in train
+    assert "(default: 0.001, or 0.0001 for a" in train  # a fine-tune's
     assert "--maps MAPS" in train and "body,border or body,border,contour" in train
     assert "{body,border,body" not in train
     predict = _help("predict")
