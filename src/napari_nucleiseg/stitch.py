@@ -23,7 +23,7 @@ holding its open pixels post-processes a window ``reach`` wider, and writes the
 nuclei whose first pixel is in the chunk, on the pixels still open. That is
 exact for nuclei well inside a piece; where pieces meet, a nucleus may differ
 from the whole image's, and pixels no piece claims are left to the background.
-A :class:`ClumpWarning` says how many clumps were resolved so.
+A :class:`ClumpWarning` says how many pieces wrote nuclei.
 
 Memory is set by the chunk, the halo and :data:`MAX_CLUMP_PIXELS`, not the image.
 """
@@ -41,10 +41,10 @@ from scipy import ndimage as ndi
 from .postprocess import PostprocessConfig, labels_from_maps
 
 Box = tuple[int, int, int, int]  # rows y0:y1, columns x0:x1
-#: the largest window a clump is resolved in at once: 8 M pixels (2048x4096), some 57 bytes of
+#: the largest window a clump is resolved in at once: 8 M pixels, some 57 bytes of
 #: post-processing a pixel plus 12 of maps: about 550 MB (4096x4096 took a 32768x32768 run to
-#: 2.3 GB); a mask connected over more (confluent tissue, a threshold too low) is resolved in
-#: pieces
+#: 2.3 GB); as the window's margins double, a clump over about 2,000 px across (confluent
+#: tissue, a threshold too low) is resolved in pieces
 MAX_CLUMP_PIXELS = 2048 * 4096
 
 

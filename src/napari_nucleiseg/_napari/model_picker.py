@@ -148,8 +148,8 @@ class ModelPicker:
     def refresh(self) -> None:
         """With "auto", pick again for the image now, and tell the dock only when the model
         changed (its thresholds stay as the user set them otherwise)."""
-        if self.combo.value == AUTO and self._pick() != self._auto:
-            self.update()
+        if self.combo.value == AUTO and (picked := self._pick()) != self._auto:
+            self.update(picked=picked)
 
     def _choices(self, _widget=None) -> list[tuple[str, str]]:
         """(label, value): "auto" (when the dock looks at images and models are shipped),
@@ -210,11 +210,11 @@ class ModelPicker:
     def _on_trained(self, path: str) -> None:
         self.load_checkpoint(path, select=self._choose_trained)
 
-    def update(self, _value=None) -> None:
+    def update(self, _value=None, *, picked: str | None = None) -> None:
         """Show the chosen model on the card and tell the dock (``on_change``); with "auto",
         pick the model for the image now (the dock calls this when its image changes)."""
         if self.combo.value == AUTO:
-            self._auto = self._pick()
+            self._auto = picked or self._pick()  # the image is read once a change
         source, config = self.chosen, None
         self.card.tooltip = ""
         if source is None:
