@@ -45,6 +45,7 @@ from .io.rle import labels_to_rles, write_submission_rows
 from .measure import measure, pixel_spacing, write_table
 from .pipeline import Cancelled, Progress, relay
 from .preprocess import NormalizeConfig, channel_problem
+from .scale import Microns, in_pixels
 
 if TYPE_CHECKING:  # the models import PyTorch
     from .models.choice import ModelChoice
@@ -237,6 +238,8 @@ class ImageJob:
     normalization: NormalizeConfig | None = None  #: the run's, in place of the model's
     #: over :data:`~napari_nucleiseg.large.LARGE_PIXELS`: segmented in bounded memory
     large: bool = False
+    #: the nuclei's, in this image's pixels; "auto": estimated; None: not resized
+    diameter: float | str | None = "auto"
 
 
 @dataclass(frozen=True)
@@ -250,8 +253,18 @@ class ImageResult:
     model: str = ""  #: the model that segmented it
 
 
-def image_jobs(plan: BatchPlan) -> list[ImageJob]:
-    """The images a batch still has to segment."""
+def image_jobs(plan: BatchPlan, diameter: float | str | Microns | None = "auto") -> list[ImageJob]:
+    """The images a batch still has to segment, each with ``diameter`` in its own pixels.
+
+    Raises
+    ------
+    FileProblem
+        ``diameter`` is in µm and an image has no pixel size (before anything is written).
+    """
+    unsized = [path for image_id, path in plan.todo if plan.pixel_sizes[image_id] is None]
+    if isinstance(diameter, Microns) and unsized:
+        more = f" (and {len(unsized) - 1} more image(s))" if len(unsized) > 1 else ""
+        in_pixels(diameter, None, f"{unsized[0]}{more}")  # raises, naming the image
     return [
         ImageJob(
             image_id,
@@ -262,6 +275,7 @@ def image_jobs(plan: BatchPlan) -> list[ImageJob]:
             submission=plan.submission is not None,
             normalization=plan.normalization,
             large=is_large(plan.shapes[image_id]),
+            diameter=in_pixels(diameter, plan.pixel_sizes[image_id], path),
         )  # fmt: skip
         for image_id, path in plan.todo
     ]
@@ -288,12 +302,14 @@ def segment_image(
     or not at all).
 
     ``options`` are :func:`~napari_nucleiseg.pipeline.segment`'s ``post``, ``device``,
-    ``tile_size``, ``tta``, ``stop`` and ``diameter``; its progress is yielded as it comes.
+    ``tile_size``, ``tta`` and ``stop`` (the diameter is the job's); its progress is yielded
+    as it comes.
     ``spread(path, model_name)``, for a large image: what computes its maps elsewhere
     (``segment_large``'s ``network``), None: this process.
     """
     from .pipeline import segment
 
+    options["diameter"] = job.diameter
     if job.large:
         network = None if spread is None else partial(spread, job.path)
         return (yield from _segment_large_image(job, models, network=network, **options))
@@ -397,14 +413,15 @@ def run_batch(
     tile_size: int | None = None,
     tta: bool = False,
     stop: threading.Event | None = None,
-    diameter: float | str | None = "auto",
+    diameter: float | str | Microns | None = "auto",
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment the batch's images in this process, writing each one's outputs as soon as it
     is done (:func:`napari_nucleiseg.distributed.run_batch_on_cluster` spreads them over
     a Dask cluster). Each image gets the model ``models`` chooses for it.
 
     ``post`` (thresholds; None: the model's own), ``device``, ``tile_size``, ``tta``,
-    ``stop`` and ``diameter`` are :func:`~napari_nucleiseg.pipeline.segment`'s.
+    ``stop`` and ``diameter`` are :func:`~napari_nucleiseg.pipeline.segment`'s; a diameter
+    in :class:`~napari_nucleiseg.scale.Microns` is turned into each image's pixels.
 
     Yields
     ------
@@ -417,12 +434,10 @@ def run_batch(
         ``stop`` was set: the images done so far are complete on disk, the one
         running has nothing written, and a later ``resume`` goes on from there.
     """
+    jobs = image_jobs(plan, diameter)
     prepare_output(plan)
-    jobs = image_jobs(plan)
     results = {}
-    options = dict(
-        post=post, device=device, tile_size=tile_size, tta=tta, stop=stop, diameter=diameter
-    )
+    options = dict(post=post, device=device, tile_size=tile_size, tta=tta, stop=stop)
     for n, job in enumerate(jobs):
         where = f"{job.image_id} ({n + 1}/{len(jobs)})"
         result = results[job.image_id] = yield from relay(

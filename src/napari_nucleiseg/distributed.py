@@ -32,6 +32,7 @@ from .batch import (
 from .errors import NucleisegError
 from .pipeline import Cancelled, Progress
 from .runner import BACKEND_VARIABLE, asked_backend
+from .scale import Microns
 
 #: tries of a task before the batch fails, naming the image
 RETRIES = 2
@@ -187,7 +188,7 @@ def run_batch_on_cluster(
     tile_size: int | None = None,
     tta: bool = False,
     stop: threading.Event | None = None,
-    diameter: float | str | None = "auto",
+    diameter: float | str | Microns | None = "auto",
 ) -> Generator[Progress, None, BatchSummary]:
     """Segment a batch on the cluster of ``client``; the table and submission are written
     here when every image is done.
@@ -213,9 +214,9 @@ def run_batch_on_cluster(
     """
     from distributed import as_completed
 
+    jobs = image_jobs(plan, diameter)
     prepare_output(plan)
-    jobs = image_jobs(plan)
-    options = {"post": post, "tile_size": tile_size, "tta": tta, "diameter": diameter}
+    options = {"post": post, "tile_size": tile_size, "tta": tta}
     model = str(Path(model).resolve()) if Path(model).is_file() else str(model)
     batch = uuid.uuid4().hex  # task keys unique on a scheduler other clients share
     backend = asked_backend()  # this process's choice, theirs too

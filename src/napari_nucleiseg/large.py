@@ -95,7 +95,7 @@ def _factor(model, config, image, diameter, post, device) -> float:
         crop = np.asarray(image[y0 : y0 + ESTIMATE_SIDE, x0 : x0 + ESTIMATE_SIDE])
         found = estimate_diameter(model, config, crop, post=post, device=device)
         return 1.0 if found is None else scale.target_factor(found, config)
-    return scale.target_factor(float(diameter), config)
+    return scale.target_factor(diameter, config)
 
 
 def segment_large(

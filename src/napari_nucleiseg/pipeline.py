@@ -212,7 +212,7 @@ def plane_maps(
         if factor == 1.0 and maps is not None:
             return maps, device, tile_size
     elif diameter is not None:
-        factor = scale.target_factor(float(diameter), config)
+        factor = scale.target_factor(diameter, config)
     image = raw if factor == 1.0 else resize_image(raw, factor)
     maps, device, tile_size = yield from predict_with_fallback(
         model, config, image, device=device, tile_size=tile_size, tta=tta

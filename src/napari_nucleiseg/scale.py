@@ -13,8 +13,13 @@ labels of looks at an eighth to full size
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
+
+from .errors import FileProblem
 
 #: the median nucleus diameter (px) of DSB2018 stage 1 (9 to 53 px per image, median 20):
 #: what a model without a recorded diameter was trained on
@@ -67,12 +72,18 @@ def resize_factor(diameter: float, model_diameter: float) -> float:
     return float(np.clip(model_diameter / diameter, *FACTOR_RANGE))
 
 
-def target_factor(diameter: float, config) -> float:
+def target_factor(diameter: float | Microns, config) -> float:
     """How much to resize an image whose nuclei are ``diameter`` px for the model of
     ``config``: to its diameter, unless already within :data:`TOLERANCE` of it (1.0); for
     a model trained on images as they came, to the nearer end of :data:`AS_THEY_CAME_RANGE`
     when outside it (1.0 inside).
     """
+    if isinstance(diameter, Microns):
+        raise TypeError(
+            f"a nucleus diameter of {diameter} needs the image's pixel size: in_pixels turns "
+            "it into pixels"
+        )
+    diameter = float(diameter)
     if config.diameter is None:
         low, high = AS_THEY_CAME_RANGE
         if low <= diameter <= high:
@@ -80,6 +91,45 @@ def target_factor(diameter: float, config) -> float:
         return resize_factor(diameter, high if diameter > high else low)
     factor = resize_factor(diameter, config.diameter)
     return 1.0 if 1 / TOLERANCE <= factor <= TOLERANCE else factor
+
+
+@dataclass(frozen=True)
+class Microns:
+    """A nucleus diameter in µm, as biologists know their nuclei: each image's pixel size
+    (its file's, or one the user gives) turns it into pixels (:func:`in_pixels`)."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.value) and self.value > 0):
+            raise ValueError(
+                f"the nucleus diameter must be a positive number of µm, got {self.value}"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.value:g} µm"
+
+
+def in_pixels(
+    diameter: float | str | Microns | None, pixel_size: tuple[float, float] | None, where
+) -> float | str | None:
+    """``diameter`` for an image of ``pixel_size`` (y, x) µm: a :class:`Microns` in pixels
+    (over the geometric mean of the two sides), anything else as it is.
+
+    Raises
+    ------
+    FileProblem
+        A diameter in µm for an image (named by ``where``) that has no pixel size.
+    """
+    if not isinstance(diameter, Microns):
+        return diameter
+    if pixel_size is None:
+        raise FileProblem(
+            where,
+            f"has no pixel size, so a nucleus diameter of {diameter} cannot be turned into "
+            "pixels: give the pixel size, or the diameter in pixels",
+        )
+    return diameter.value / math.sqrt(pixel_size[0] * pixel_size[1])
 
 
 #: raw pixels read at once when a resized view is computed (bounds its memory)

@@ -82,7 +82,35 @@ def test_predict_diameter(tmp_path):
     assert 0 < labels["150"].max() < labels["none"].max()
 
 
-@pytest.mark.parametrize("bad", ["0", "-5", "big", "nan", "inf"])
+def test_predict_diameter_in_microns_uses_each_files_pixel_size(tmp_path):
+    """75 µm at 0.5 µm a pixel is 150 px: the pixel size recorded in an ImageJ TIFF, or given
+    with --pixel-size; a file without one is refused by name before anything is written."""
+    png = sample_folder("fluorescence")
+    image = read_sample(png).image
+    grey = image[..., 0] if image.ndim == 3 else image
+    tiff = tmp_path / "in" / "cells.tif"
+    tiff.parent.mkdir()
+    tifffile.imwrite(tiff, grey, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    runs = {}
+    for name, args in {
+        "px": (tiff, "--diameter", "150"),
+        "recorded": (tiff, "--diameter", "75um"),
+        "given": (png, "--diameter", "75µm", "--pixel-size", "0.5"),
+    }.items():
+        result = nucleiseg("predict", *args, "-o", tmp_path / name, "--model", DEFAULT_MODEL)
+        assert result.returncode == 0, result.stderr
+        runs[name] = tifffile.imread(next((tmp_path / name).glob("*.tif")))
+    assert 0 < runs["px"].max()
+    assert np.array_equal(runs["recorded"], runs["px"])
+    assert np.array_equal(runs["given"], runs["px"])
+    result = nucleiseg("predict", png, tiff, "-o", tmp_path / "none", "--diameter", "75um")
+    assert result.returncode == 1
+    assert f"{png.name}.png: has no pixel size" in result.stderr
+    assert "75 µm" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "big", "nan", "inf", "0um", "5 nm"])
 def test_a_bad_diameter_is_one_line(tmp_path, bad):
     result = nucleiseg("predict", sample_folder("fluorescence"), "-o", tmp_path / "o",
                        "--diameter", bad)  # fmt: skip

@@ -45,6 +45,37 @@ def segment(qtbot, widget) -> np.ndarray:
     return np.asarray(widget._viewer.layers[f"{widget._image.value.name} nuclei"].data)
 
 
+
+def test_a_diameter_in_microns_follows_the_layers_scale(qtbot, shipped_dock, grey, tmp_path):
+    """75 µm on a layer of 0.5 µm pixels is 150 px; a layer without a pixel size is refused
+    in the status line; a folder run turns µm into each file's pixels (or the Pixel size)."""
+    dock = shipped_dock
+    viewer = dock._viewer
+    viewer.add_image(grey, name="cells")
+    dock._diameter.value = 150
+    in_px = segment(qtbot, dock)
+    assert 0 < in_px.max()
+    dock._diameter_unit.value = "µm"
+    dock._diameter.value = 75
+    dock.run()  # no pixel size: not run, said
+    assert dock._worker is None and "cells: has no pixel size" in dock._status.value
+    viewer.layers["cells"].scale = (0.5, 0.5)
+    np.testing.assert_array_equal(segment(qtbot, dock), in_px)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    PILImage.fromarray(grey).save(folder / "cells.png")
+    panel = dock.folder_panel
+    panel.folder.value = folder
+    for pixel_size, out in ((0.0, tmp_path / "unsized"), (0.5, tmp_path / "sized")):
+        panel.pixel_size.value = pixel_size  # 0: what each file records (a PNG: none)
+        panel.output.value = out
+        panel.run()
+        qtbot.waitUntil(lambda: panel._worker is None, timeout=WAIT_MS)
+        if not pixel_size:
+            assert "cells.png: has no pixel size" in panel.status.value
+            assert not out.exists()
+    np.testing.assert_array_equal(read_label_image(tmp_path / "sized" / "cells.tif"), in_px)
+
 def test_polarity_changes_the_labels(qtbot, dock, grey):
     dock._viewer.add_image(grey, name="cells")
     assert dock._polarity.value == "auto"

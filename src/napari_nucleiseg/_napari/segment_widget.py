@@ -33,12 +33,13 @@ from napari.utils.notifications import show_error, show_warning
 from napari.utils.theme import get_theme
 from superqt.utils import FunctionWorker, GeneratorWorker
 
-from ..errors import one_line
+from ..errors import FileProblem, one_line
 from ..models import ModelConfig
 from ..models.choice import AUTO
 from ..pipeline import Progress, plane_indices
 from ..postprocess import PostprocessConfig
 from ..preprocess import CHANNEL_NAMES, NormalizeConfig
+from ..scale import Microns, in_pixels
 from . import _layers
 from . import _metadata as meta
 from ._lifetime import CloseWatcher, Lifetime, while_alive
@@ -46,7 +47,7 @@ from ._models import available_devices, device_line
 from ._segment_jobs import LargeResult, Request, Result, relabel, segment, segment_large_image
 from .folder_panel import FolderPanel
 from .model_picker import ModelPicker
-from .results_panel import Measurement, Measuring, ResultsPanel, measured
+from .results_panel import Measurement, Measuring, ResultsPanel, measured, pixel_size_um
 
 ALL_PLANES, PLANE_ON_SCREEN = "All planes", "Plane on screen"
 #: side of the central crop of an image that the model list's "auto" judges its kind by
@@ -54,6 +55,8 @@ LOOK_SIDE = 2048
 TILES = (("Auto", None), ("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048))
 #: the Polarity choices and the normalisation's ``invert`` each stands for
 POLARITIES = (("Auto", "auto"), ("Bright nuclei", "never"), ("Dark nuclei", "always"))
+MICRONS = "µm"
+DIAMETER_UNITS = ("px", MICRONS)
 
 
 class SegmentWidget(Container):
@@ -92,8 +95,14 @@ class SegmentWidget(Container):
         self._planes = ComboBox(label="Planes", choices=[ALL_PLANES, PLANE_ON_SCREEN])
         self._channel = ComboBox(label="Channel", choices=self._channel_choices)
         self._polarity = ComboBox(label="Polarity", choices=POLARITIES)
-        self._diameter = FloatSpinBox(label="Diameter (px)", min=0.0, max=1000.0, step=1.0)
+        self._diameter = FloatSpinBox(label="", min=0.0, max=1000.0, step=1.0)
         self._diameter.native.setSpecialValueText("Auto")  # 0: estimated per image
+        self._diameter_unit = ComboBox(label="", choices=DIAMETER_UNITS)
+        diameter = Container(
+            widgets=[self._diameter, self._diameter_unit], layout="horizontal",
+            labels=False, label="Diameter",
+        )  # fmt: skip
+        diameter.margins = (0, 0, 0, 0)
         self._model = ModelPicker(
             self._viewer, "Model", "Load a napari-nucleiseg checkpoint",
             on_change=self._on_model, choose_trained=True, image=self._look,
@@ -126,7 +135,7 @@ class SegmentWidget(Container):
         )
         self.extend([
             _layers.rows(
-                self._image, self._planes, self._channel, self._polarity, self._diameter,
+                self._image, self._planes, self._channel, self._polarity, diameter,
                 self._model.combo, self._model.card,
             ),
             self._run,
@@ -161,9 +170,13 @@ class SegmentWidget(Container):
             "(brightfield, H&E); Auto: decided per image"
         )
         self._diameter.tooltip = (
-            "The nuclei's diameter in pixels: the image is resized so that the network sees "
-            "them at the size it was trained on, and the labels come back at the image's "
-            "size; Auto: estimated per image"
+            "The nuclei's diameter: the image is resized so that the network sees them at the "
+            "size it was trained on, and the labels come back at the image's size; Auto: "
+            "estimated per image"
+        )
+        self._diameter_unit.tooltip = (
+            "Pixels, or µm: turned into pixels by the image layer's scale in µm (or its "
+            "file's pixel size); in a folder run, by each file's (or the Pixel size given)"
         )
         self._reference.tooltip = "Ground-truth Labels layer to score the result against"
         _layers.scroll(self)
@@ -307,9 +320,12 @@ class SegmentWidget(Container):
             "normalization": self._normalization(), "diameter": self._diameter_choice(),
         }  # fmt: skip
 
-    def _diameter_choice(self) -> float | str:
-        """The Diameter box: a number of pixels, or "auto" (0)."""
-        return float(self._diameter.value) or "auto"
+    def _diameter_choice(self) -> float | str | Microns:
+        """The Diameter box: a number of pixels or µm, or "auto" (0)."""
+        value = float(self._diameter.value)
+        if not value:
+            return "auto"
+        return Microns(value) if self._diameter_unit.value == MICRONS else value
 
     def _update_run_button(self) -> None:
         busy = self._worker is not None
@@ -322,6 +338,11 @@ class SegmentWidget(Container):
         image = self._image.value
         if self._worker is not None or image is None or self._model.chosen is None:
             return
+        try:  # in the image's pixels, from its scale (or file) when given in µm
+            diameter = in_pixels(self._diameter_choice(), pixel_size_um(image), image.name)
+        except FileProblem as exc:
+            self._on_failed(exc)
+            return
         lead = _layers.image_lead(image)
         one = bool(lead) and self._planes.value == PLANE_ON_SCREEN
         planes = [_layers.plane_on_screen(self._viewer, image)] if one else plane_indices(lead)
@@ -329,7 +350,7 @@ class SegmentWidget(Container):
             image=image, data=_layers.image_data(image), planes=planes,
             model=self._model.chosen, device=self._device.value, tile_size=self._tile.value,
             tta=self._tta.value, post=self._post(), normalization=self._normalization(),
-            diameter=self._diameter_choice(),
+            diameter=diameter,
         )  # fmt: skip
         if _layers.is_large(image):
             self._run_large(req)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import NucleisegError
 from ..preprocess import CHANNEL_NAMES
+from ..scale import Microns
 from . import add_device, add_pixel_size, positive_number, progress_bar, use_backend
 
 #: ``--invert`` words and the normalisation's ``invert`` each stands for
@@ -29,16 +30,22 @@ def channel_choice(text: str) -> int | str:
     )
 
 
-def diameter_choice(text: str) -> float | str | None:
-    """``--diameter``'s value: "auto", None for "none", or a number of pixels above 0."""
+def diameter_choice(text: str) -> float | str | Microns | None:
+    """``--diameter``'s value: "auto", None for "none", a number of pixels above 0, or a
+    number of µm ("8um", "8µm")."""
     if text in ("auto", "none"):
         return None if text == "none" else text
+    number, microns = text, False
+    for unit in ("um", "µm", "μm"):  # µ as the micro sign or the Greek letter
+        if text.lower().endswith(unit):
+            number, microns = text[: -len(unit)].strip(), True
     try:
-        return positive_number(text)
+        value = positive_number(number)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected auto, none or a diameter in pixels above 0; got {text!r}"
+            f"expected auto, none, a diameter in pixels above 0, or in µm (8um); got {text!r}"
         ) from None
+    return Microns(value) if microns else value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -92,10 +99,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--diameter",
         type=diameter_choice,
         default="auto",
-        metavar="auto|none|PX",
-        help="the nuclei's diameter in pixels: each image is resized so that the network sees "
-        "them at the size it was trained on; auto (the default) estimates it per image; "
-        "none: images as they are",
+        metavar="auto|none|PX|UMum",
+        help="the nuclei's diameter in pixels, or in µm with a unit (8um), turned into pixels "
+        "by each image's pixel size (the file's, or --pixel-size): each image is resized so "
+        "that the network sees them at the size it was trained on; auto (the default) "
+        "estimates it per image; none: images as they are",
     )
     add_device(p)
     p.add_argument("--submission", help="also write a Kaggle DSB2018 submission CSV")
