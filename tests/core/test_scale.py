@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
+from napari_nucleiseg.errors import FileProblem
 from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import Sample
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import estimate_diameter, segment
 from napari_nucleiseg.scale import (
+    Microns,
+    in_pixels,
     median_diameter,
     resize_factor,
     resize_image,
@@ -112,3 +115,20 @@ def test_training_crops_show_nuclei_at_the_models_diameter():
     from skimage.measure import label
 
     assert median_diameter(label(body)) == pytest.approx(20, rel=0.15)
+
+
+def test_a_diameter_in_microns_needs_a_pixel_size():
+    """8 µm is 16 px at 0.5 µm a pixel; on anisotropic pixels, over their geometric mean."""
+    assert in_pixels(Microns(8), (0.5, 0.5), "a.tif") == pytest.approx(16)
+    assert in_pixels(Microns(8), (0.25, 1.0), "a.tif") == pytest.approx(16)
+    assert in_pixels(12.0, None, "a.tif") == 12.0 and in_pixels("auto", None, "a.tif") == "auto"
+    with pytest.raises(
+        FileProblem, match=r"^a\.png: has no pixel size, so a nucleus diameter of 8 µm"
+    ):
+        in_pixels(Microns(8), None, "a.png")
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive number of µm"):
+            Microns(bad)
+    config = load_model("dsb2018-unet", device="cpu")[1]
+    with pytest.raises(TypeError, match="needs the image's pixel size"):
+        target_factor(Microns(8), config)  # the pipeline never guesses a pixel size
