@@ -1,7 +1,7 @@
 """Fine-tune a model on curated stage-1 roots and compare it with its base (napari-free).
 
 >>> plan = plan_validation(["curated/"], fraction=0.2)
->>> gen = finetune("dsb2018-unet", ["curated/"], TrainConfig(epochs=5), output="new.pt")
+>>> gen = finetune("dsb2018-unet", ["curated/"], finetune_settings(epochs=5), output="new.pt")
 >>> result = drain(gen)  # napari_nucleiseg.inference.drain; the widget wraps gen in a worker
 >>> result.base_score, result.new_score
 >>> result.commit()  # the staged checkpoint becomes new.pt (result.discard() drops it)
@@ -39,6 +39,7 @@ from .io.paired import read_annotated, sample_id
 from .models import ModelConfig, load_model, save_checkpoint
 from .models.checkpoint import TrainingInfo
 from .reference import (
+    FINETUNE_LR,
     REPLAY_SHARE,
     Forgetting,
     add_replay,
@@ -257,6 +258,13 @@ def _check_output(output: Path, overwrite: bool) -> None:
     check_writable_folder(output.parent)  # tried, not os.access: root passes every test
 
 
+def finetune_settings(**changes) -> TrainConfig:
+    """:class:`TrainConfig` with a fine-tune's defaults, changed by ``changes``: learning rate
+    :data:`~napari_nucleiseg.reference.FINETUNE_LR` and the base's batch-norm statistics
+    kept, so that a few images of one kind do not move what the base knew of the others."""
+    return TrainConfig(**{"lr": FINETUNE_LR, "keep_norm_stats": True, **changes})
+
+
 def finetune(
     base: str | os.PathLike,
     curated_roots: Sequence[str | os.PathLike],
@@ -280,7 +288,8 @@ def finetune(
     curated_roots : sequence of path-like
         Curated stage-1 roots (or sample folders); see :func:`plan_validation`.
     settings : TrainConfig
-        Epochs, optimiser, learning rate, weight decay, crops, ...
+        Epochs, optimiser, learning rate, weight decay, crops, ...; start from
+        :func:`finetune_settings` (a plain ``TrainConfig`` trains at a new network's rate).
     output : path-like
         The checkpoint to write at the end.
     original_root : path-like, optional

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from conftest import TESTS
+from napari_nucleiseg.finetune import finetune_settings
 from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.models import ModelConfig, TrainingInfo, load_model
+from napari_nucleiseg.reference import FINETUNE_LR
 from napari_nucleiseg.samples import sample_folder
 from napari_nucleiseg.training import (
     AugmentConfig,
@@ -157,6 +159,26 @@ def test_keeping_norm_statistics_trains_scale_and_shift_only(samples):
     assert moved == set(weights_of(CONFIG.build()))  # batch norm's scale and shift included
     before, after, _ = run(False)
     assert not all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_an_anchor_holds_the_weights_near_where_they_started(samples):
+    """L2-SP: with an anchor the weights end nearer their start than without; the
+    fine-tune defaults keep batch norm's statistics at the fine-tune's learning rate."""
+
+    def moved(anchor: float) -> float:
+        model = CONFIG.build()
+        start = {k: v.clone() for k, v in model.named_parameters()}
+        settings = replace(QUICK, epochs=4, max_steps=2, anchor=anchor)
+        result = drain(train(CONFIG, samples, settings=settings, model=model, device="cpu"))
+        return sum(float((v - start[k]).norm()) for k, v in result.model.named_parameters())
+
+    free, held = moved(0.0), moved(1e3)
+    assert 0 < held < free / 2
+    with pytest.raises(ValueError, match="anchor"):
+        TrainConfig(anchor=-1)
+    tuned = finetune_settings(epochs=3)
+    assert tuned.lr == FINETUNE_LR and tuned.keep_norm_stats and tuned.epochs == 3
+    assert finetune_settings(lr=1e-3).lr == 1e-3
 
 
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "adamw"])

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 from superqt.utils import GeneratorWorker
 
 from ..errors import FileProblem, NucleisegError, one_line
-from ..finetune import FinetuneResult, Stage, finetune, plan_validation
+from ..finetune import FinetuneResult, Stage, finetune, finetune_settings, plan_validation
 from ..training import TrainConfig, TrainProgress
 from ._layers import rows, scroll, section, show_line, text_lines
 from ._lifetime import CloseWatcher, Lifetime, while_alive
@@ -208,7 +208,7 @@ class TrainWidget(Container):
     # ---- the run ------------------------------------------------------------------------
     def settings(self) -> TrainConfig:
         """The training settings chosen."""
-        return TrainConfig(
+        return finetune_settings(
             epochs=int(self._epochs.value),
             batch_size=int(self._batch.value),
             crop_size=int(self._crop.value),
@@ -216,7 +216,6 @@ class TrainWidget(Container):
             optimizer=self._optimizer.value,
             lr=float(self._lr.value),
             weight_decay=float(self._wd.value),
-            keep_norm_stats=True,  # as nucleiseg train --base-model: the kinds it knew stay
         )
 
     def confirm_overwrite(self, path: Path) -> bool:

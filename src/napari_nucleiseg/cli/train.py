@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..errors import FileProblem
-from ..reference import REPLAY_SHARE
+from ..reference import FINETUNE_LR, REPLAY_SHARE
 from . import add_device, positive_number, use_backend
 
 if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
@@ -49,6 +49,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "set of stage-1 kinds, so that the model keeps what it knew (0: none); "
         "the base and the new model are scored on the set's other images, kind by kind, and "
         "a kind down by more than 0.02 is said",
+    )
+    p.add_argument(
+        "--anchor",
+        type=float,
+        default=0.0,
+        help="with --base-model: strength of an L2 pull of every weight toward the base's "
+        "(L2-SP), so that the network moves only where the new data needs it (0: none)",
     )
     p.add_argument(
         "--learn-norm-stats",
@@ -104,8 +111,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--lr",
         type=float,
-        help="learning rate (default: 0.001, or 0.0001 for a fine-tune: a larger first step "
-        "of Adam's moves every weight of a trained network at once)",
+        help=f"learning rate (default: 0.001, or {FINETUNE_LR} for a fine-tune: a larger first "
+        "step of Adam's moves every weight of a trained network at once)",
     )
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
     p.add_argument(
@@ -293,13 +300,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         by_area=args.crops_by_area,
         max_steps=args.steps_per_epoch,
         optimizer=args.optimizer,
-        lr=args.lr if args.lr is not None else (1e-4 if args.base_model else 1e-3),
+        lr=args.lr if args.lr is not None else (FINETUNE_LR if args.base_model else 1e-3),
         weight_decay=args.weight_decay,
         gap_weight=args.gap_weight,
         ema_decay=args.ema,
         seed=args.seed,
         num_workers=args.workers,
         keep_norm_stats=bool(args.base_model) and not args.learn_norm_stats,
+        anchor=args.anchor if args.base_model else 0.0,
     )
     device = resolve_device(args.device)
     use_backend(args, device, exact=True)  # the validation's forward passes, in float

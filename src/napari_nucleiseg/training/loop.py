@@ -89,6 +89,11 @@ class TrainConfig:
         Batch norm keeps the running statistics it starts with (a base model's) and
         learns only its scale and shift. A fine-tune on a few images of one kind would
         otherwise re-estimate them on that kind alone, which moves every other kind.
+    anchor : float
+        Strength of an L2 pull of every weight toward its value at the start (a
+        fine-tune's base), added to the loss as ``anchor / 2 * ||w - w_start||^2``
+        (L2-SP, Li et al. 2018): weight decay pulls toward zero, which a network that
+        already works has no reason to approach. 0: none.
     """
 
     epochs: int = 30
@@ -118,6 +123,7 @@ class TrainConfig:
     num_workers: int = 0
     amp: bool = True
     keep_norm_stats: bool = False
+    anchor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -132,6 +138,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if self.gap_weight < 0:
             raise ValueError(f"gap_weight must be >= 0, got {self.gap_weight}")
+        if self.anchor < 0:
+            raise ValueError(f"anchor must be >= 0, got {self.anchor}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -381,6 +389,7 @@ def train(
     steps = len(loader) if settings.max_steps is None else min(len(loader), settings.max_steps)
     total_steps = steps * settings.epochs
     optimizer = make_optimizer(model.parameters(), settings)
+    start = [(w, w.detach().clone()) for w in model.parameters()] if settings.anchor else []
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, steps, settings)
     )
@@ -419,6 +428,9 @@ def train(
             loss = bce_dice_loss(logits, y, settings.bce_weight, settings.dice_weight, gap(y))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for w, w0 in start:  # the anchor's gradient: anchor * (w - w_start)
+                if w.grad is not None:
+                    w.grad.add_(w.detach() - w0, alpha=settings.anchor)
             optimizer.step()
             if averaged is not None:
                 averaged.update_parameters(model)
