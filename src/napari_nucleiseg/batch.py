@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -44,7 +44,7 @@ from .io.microscope import MICROSCOPE_SUFFIXES
 from .io.rle import labels_to_rles, write_submission_rows
 from .measure import measure, pixel_spacing, write_table
 from .pipeline import Cancelled, Progress, relay
-from .preprocess import NormalizeConfig, channel_problem
+from .preprocess import channel_problem
 from .scale import Microns, in_pixels
 
 if TYPE_CHECKING:  # the models import PyTorch
@@ -68,8 +68,8 @@ class BatchPlan:
     done: set[str] = field(default_factory=set)
     table: Path | None = None
     submission: Path | None = None
-    #: the run's normalisation in place of the model's (a polarity or channel chosen)
-    normalization: NormalizeConfig | None = None
+    #: the run's polarity and channel over each model's normalisation (NormalizeConfig.chosen)
+    choices: Mapping[str, object] | None = None
 
     @property
     def todo(self) -> list[tuple[str, Path]]:
@@ -109,7 +109,7 @@ def plan_batch(
     overwrite: bool = False,
     how_to_replace: str = "overwrite to replace, or resume to keep the complete outputs of "
     "an earlier run",
-    normalization: NormalizeConfig | None = None,
+    choices: Mapping[str, object] | None = None,
 ) -> BatchPlan:
     """Check a batch before it runs; nothing is written.
 
@@ -135,9 +135,11 @@ def plan_batch(
         Replace existing outputs; never an input.
     how_to_replace
         What the error on an existing output tells the user to do (CLI flags, dock boxes).
-    normalization
-        The model's normalisation with the run's polarity or channel (``invert``,
-        ``channel``); None: the model's own. Every input must have its channel.
+    choices
+        The run's polarity or channel (``{"invert": ..., "channel": ...}``) over the
+        normalisation of each image's model
+        (:meth:`~napari_nucleiseg.preprocess.NormalizeConfig.chosen`); None: the models'
+        own. Every input must have the channel.
 
     Raises
     ------
@@ -159,7 +161,7 @@ def plan_batch(
                 f"{', '.join(sorted(LARGE_ONLY))}); outlines, measurements and submissions of "
                 "them are not made yet",
             )
-        problem = channel_problem(shapes[image_id], normalization and normalization.channel)
+        problem = channel_problem(shapes[image_id], (choices or {}).get("channel"))
         if problem:
             raise FileProblem(path, problem)
         pixel_sizes[image_id] = pixel_size_for(path, pixel_size)
@@ -177,7 +179,7 @@ def plan_batch(
         shapes=shapes,
         table=None if measure_to is None else Path(measure_to),
         submission=None if submission is None else Path(submission),
-        normalization=normalization,
+        choices=choices,
     )
     _check_outputs(plan)
     if resume:
@@ -235,7 +237,7 @@ class ImageJob:
     pixel_size: tuple[float, float] | None
     measure: bool
     submission: bool
-    normalization: NormalizeConfig | None = None  #: the run's, in place of the model's
+    choices: Mapping[str, object] | None = None  #: the run's polarity and channel
     #: over :data:`~napari_nucleiseg.large.LARGE_PIXELS`: segmented in bounded memory
     large: bool = False
     #: the nuclei's, in this image's pixels; "auto": estimated; None: not resized
@@ -273,7 +275,7 @@ def image_jobs(plan: BatchPlan, diameter: float | str | Microns | None = "auto")
             plan.pixel_sizes[image_id],
             measure=plan.table is not None,
             submission=plan.submission is not None,
-            normalization=plan.normalization,
+            choices=plan.choices,
             large=is_large(plan.shapes[image_id]),
             diameter=in_pixels(diameter, plan.pixel_sizes[image_id], path),
         )  # fmt: skip
@@ -314,9 +316,7 @@ def segment_image(
         network = None if spread is None else partial(spread, job.path)
         return (yield from _segment_large_image(job, models, network=network, **options))
     image = read_image_file(job.path)
-    name, model, config = models.for_image(image)
-    if job.normalization is not None:  # a polarity or channel chosen for the run
-        config = replace(config, normalization=job.normalization)
+    name, model, config = _model_for(job, models, image)
     _, (labels,) = yield from segment(model, config, image, **options)
     table = None
     if job.measure:  # every channel of the file, where the network saw one
@@ -324,6 +324,12 @@ def segment_image(
     write_outputs(job.targets, labels, image=image, pixel_size=job.pixel_size, table=table)
     rles = labels_to_rles(labels) if job.submission else None
     return ImageResult(job.image_id, int(labels.max()), table, rles, name)
+
+
+def _model_for(job: ImageJob, models: ModelChoice, image):
+    """(name, model, config) for ``image``: its model, with the run's polarity and channel."""
+    name, model, config = models.for_image(image)
+    return name, model, replace(config, normalization=config.normalization.chosen(job.choices))
 
 
 def large_pixels() -> int:
@@ -355,9 +361,7 @@ def _segment_large_image(
     image, close = open_lazily(job.path)
     scratch = scratch_path(next(iter(job.targets.values())).parent, job.image_id)
     try:
-        name, model, config = models.for_image(image)
-        if job.normalization is not None:
-            config = replace(config, normalization=job.normalization)
+        name, model, config = _model_for(job, models, image)
         labels = labels_array(image.shape[:2], scratch)
         nuclei = yield from segment_large(
             model, config, image, labels, scratch=scratch,

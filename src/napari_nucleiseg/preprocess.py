@@ -63,7 +63,8 @@ the rule on synthetic images of each kind and on the real ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,6 +75,8 @@ if TYPE_CHECKING:
 
 CHANNELS = ("grey", "rgb")
 INVERT = ("auto", "always", "never")
+#: what a run may choose over each model's normalisation (:meth:`NormalizeConfig.chosen`)
+RUN_CHOICES = ("invert", "channel")
 #: the names a channel may be chosen by (``NormalizeConfig.channel``), as in an RGB image
 CHANNEL_NAMES = {"red": 0, "green": 1, "blue": 2}
 #: above this many pixels, percentiles are taken on a regular subsample (same result every time)
@@ -144,6 +147,16 @@ class NormalizeConfig:
             or self.channel < 0
         ):
             raise ValueError(f"channel must be None or an index 0, 1, ..., got {self.channel!r}")
+
+    def chosen(self, choices: Mapping[str, object] | None) -> NormalizeConfig:
+        """This normalisation with a run's choices (``{"invert": ..., "channel": ...}``,
+        either, both or None) in place of its own: a run's polarity and channel apply over
+        each image's model, whose other settings stay its own."""
+        if not choices:
+            return self
+        if unknown := set(choices) - set(RUN_CHOICES):
+            raise ValueError(f"a run chooses only {', '.join(RUN_CHOICES)}, not {sorted(unknown)}")
+        return replace(self, **choices)
 
     @property
     def in_channels(self) -> int:

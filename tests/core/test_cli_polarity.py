@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from napari_nucleiseg.cli.predict import channel_choice
 from napari_nucleiseg.distributed import segment_on_worker
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.io.images import read_label_image
-from napari_nucleiseg.models import read_checkpoint
 from napari_nucleiseg.samples import sample_folder
 
 CLI = [sys.executable, "-m", "napari_nucleiseg.cli"]
@@ -125,14 +123,13 @@ def test_channel_words(text, value):
 
 
 def test_the_choice_reaches_a_dask_workers_task(tmp_path, images, tiny_checkpoint):
-    """A worker loads the model itself: the job carries the run's normalisation, and the
-    task (what the cluster runs) segments with it as the CLI's --invert yes does."""
-    config, _ = read_checkpoint(tiny_checkpoint)
-    chosen = replace(config.normalization, invert="always")
+    """A worker loads the model itself: the job carries the run's polarity, and the task
+    (what the cluster runs) segments with it as the CLI's --invert yes does."""
+    chosen = {"invert": "always"}
     out = tmp_path / "task"
-    plan = plan_batch([images / "nuclei.png"], out, normalization=chosen)
+    plan = plan_batch([images / "nuclei.png"], out, choices=chosen)
     (job,) = image_jobs(plan)
-    assert job.normalization == chosen
+    assert job.choices == chosen
     out.mkdir()
     result = segment_on_worker(job, str(tiny_checkpoint), "cpu", {"diameter": "auto"})
     cli = tmp_path / "cli"

@@ -52,6 +52,7 @@ def test_a_large_lazy_layer_gives_a_lazy_multiscale_labels_layer(
     np.testing.assert_array_equal(np.asarray(layer.data[1]), canonical(expected)[::2, ::2])
     assert f"<b>{int(expected.max())}</b> nuclei found" in widget._status.value
     assert "on disk" in widget._status.value
+    assert f"found</big> by {DEFAULT_MODEL} (auto)" in widget._status.value
     widget._prob.value = 0.7  # no maps were kept: a knob re-runs nothing and fails nothing
     assert widget._relabel_worker is None
     first = widget._large_folders["slide nuclei"]

@@ -45,7 +45,6 @@ def segment(qtbot, widget) -> np.ndarray:
     return np.asarray(widget._viewer.layers[f"{widget._image.value.name} nuclei"].data)
 
 
-
 def test_a_diameter_in_microns_follows_the_layers_scale(qtbot, shipped_dock, grey, tmp_path):
     """75 µm on a layer of 0.5 µm pixels is 150 px; a layer without a pixel size is refused
     in the status line; a folder run turns µm into each file's pixels (or the Pixel size)."""
@@ -75,6 +74,7 @@ def test_a_diameter_in_microns_follows_the_layers_scale(qtbot, shipped_dock, gre
             assert "cells.png: has no pixel size" in panel.status.value
             assert not out.exists()
     np.testing.assert_array_equal(read_label_image(tmp_path / "sized" / "cells.tif"), in_px)
+
 
 def test_polarity_changes_the_labels(qtbot, dock, grey):
     dock._viewer.add_image(grey, name="cells")

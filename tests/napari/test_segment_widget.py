@@ -15,6 +15,7 @@ import pytest
 import torch
 from napari.layers import Labels
 from napari.utils.notifications import NotificationSeverity
+from PIL import Image as PILImage
 
 from conftest import open_dock
 from napari_nucleiseg import inference
@@ -23,6 +24,7 @@ from napari_nucleiseg._napari import sample_data
 from napari_nucleiseg._napari._models import get_model, model_card, model_config
 from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
 from napari_nucleiseg.io import read_sample
+from napari_nucleiseg.io.images import read_label_image
 from napari_nucleiseg.kinds import HE_MODEL
 from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.models import DEFAULT_MODEL, ModelConfig, TrainingInfo, shipped_models
@@ -289,6 +291,36 @@ def test_auto_picks_the_model_of_each_image_kind_and_says_which(make_napari_view
     nan = viewer.add_image(np.full((64, 64), np.nan, np.float32), name="NaN")
     widget._image.value = nan
     assert widget._model.chosen == DEFAULT_MODEL
+
+
+def test_a_folder_run_with_auto_gives_each_image_its_kinds_model(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """A folder of an H&E and a fluorescence image under "auto": each file gets the model
+    of its kind and that model's own normalisation and thresholds, as the dock gives the
+    image on screen, whichever image the dock shows."""
+    if not {DEFAULT_MODEL, HE_MODEL} <= set(shipped_models()):
+        pytest.skip(f"{DEFAULT_MODEL} and {HE_MODEL} are not both installed")
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, "Segment nuclei")
+    widget._device.value = "cpu"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    single = {}
+    for kind, name in (("histology", "he"), ("fluorescence", "dapi")):
+        image = read_sample(sample_folder(kind)).image
+        PILImage.fromarray(image).save(folder / f"{name}.png")
+        widget._image.value = viewer.add_image(image, name=name)
+        assert widget._model.value == AUTO
+        single[name] = segment(qtbot, widget).data.copy()
+    assert widget._model.chosen == DEFAULT_MODEL  # the dock shows the fluorescence image
+    panel = widget.folder_panel
+    panel.folder.value = folder
+    panel.output.value = tmp_path / "out"
+    panel.run()
+    qtbot.waitUntil(lambda: panel._worker is None, timeout=WAIT_MS)
+    for name, labels in single.items():
+        np.testing.assert_array_equal(read_label_image(tmp_path / "out" / f"{name}.tif"), labels)
 
 
 def test_model_card_counts_the_epochs_of_every_stage(tiny_checkpoint):

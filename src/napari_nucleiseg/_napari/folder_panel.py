@@ -33,7 +33,7 @@ from ..batch import MEASUREMENTS, BatchPlan, BatchSummary, plan_batch, run_batch
 from ..errors import one_line
 from ..io.images import read_image_file, read_label_image
 from ..io.lazy import batch_stacks
-from ..models.choice import ModelChoice
+from ..models.choice import AUTO, ModelChoice
 from ..pipeline import Cancelled, Progress
 from . import _layers
 from . import _metadata as meta
@@ -56,7 +56,7 @@ class FolderJob:
     resume: bool
     overwrite: bool
     pixel_size: float | None  # µm per pixel; None: what each file records
-    settings: dict  # model, device, post, tile_size, tta: the dock's
+    settings: dict  # model (or "auto"), device, post, tile_size, tta, choices, diameter
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -72,14 +72,14 @@ def run_folder(job: FolderJob) -> Generator[Progress, None, BatchSummary | None]
         resume=job.resume,
         overwrite=job.overwrite,
         how_to_replace="tick Overwrite to replace, or Resume to keep the complete outputs",
-        normalization=s["normalization"],
+        choices=s["choices"],
     )
     yield Progress(0.0, f"{len(plan.todo)} image(s) to segment")
-    model, config = get_model(s["model"], s["device"])
+    loaded = None if s["model"] == AUTO else get_model(s["model"], s["device"])  # the dock's
     try:
         return (
             yield from run_batch(
-                plan, ModelChoice(s["model"], s["device"], loaded=(model, config)),
+                plan, ModelChoice(s["model"], s["device"], loaded=loaded),
                 post=s["post"], device=s["device"], diameter=s["diameter"],
                 tile_size=s["tile_size"], tta=s["tta"], stop=job.stop,
             )
@@ -91,8 +91,8 @@ def run_folder(job: FolderJob) -> Generator[Progress, None, BatchSummary | None]
 class FolderPanel(Container):
     """The "Segment a folder" section.
 
-    ``settings()`` gives the dock's ``{"model", "device", "post", "tile_size", "tta"}``
-    (the model None when none is chosen).
+    ``settings()`` gives the dock's ``{"model", "device", "post", "tile_size", "tta",
+    "choices", "diameter"}`` (the model None when none is chosen, "auto" for each image's).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer, settings: Callable[[], dict]):

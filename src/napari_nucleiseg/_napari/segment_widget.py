@@ -313,11 +313,16 @@ class SegmentWidget(Container):
         return replace(self._model_norm, invert=self._polarity.value, channel=self._channel.value)
 
     def _batch_settings(self) -> dict:
-        """What a folder run takes from the dock: the same model and settings as an image."""
+        """What a folder run takes from the dock: the same model and settings as an image;
+        with "auto", each image's model, and its own thresholds unless the knobs moved."""
+        auto = self._model.combo.value == AUTO and self._model.chosen is not None
+        post = self._post()
         return {
-            "model": self._model.chosen, "device": self._device.value, "post": self._post(),
+            "model": AUTO if auto else self._model.chosen, "device": self._device.value,
+            "post": None if auto and post == self._model_post else post,
             "tile_size": self._tile.value, "tta": self._tta.value,
-            "normalization": self._normalization(), "diameter": self._diameter_choice(),
+            "choices": {"invert": self._polarity.value, "channel": self._channel.value},
+            "diameter": self._diameter_choice(),
         }  # fmt: skip
 
     def _diameter_choice(self) -> float | str | Microns:
@@ -412,8 +417,9 @@ class SegmentWidget(Container):
         )  # fmt: skip
         noun = "nucleus" if out.nuclei == 1 else "nuclei"
         self._status.value = (
-            f"<big><b>{out.nuclei}</b> {noun} found</big><br>A large image: its labels are "
-            "on disk, read as shown; thresholds apply at the next run; not measured."
+            f"<big><b>{out.nuclei}</b> {noun} found</big>{self._by(out.model)}<br>A large "
+            "image: its labels are on disk, read as shown; thresholds apply at the next run; "
+            "not measured."
         )
         self._status.tooltip = f"In '{name}', by {out.model}"
 
@@ -487,10 +493,13 @@ class SegmentWidget(Container):
         count = sum(int(plane.max(initial=0)) for plane in labels)
         noun = "nucleus" if count == 1 else "nuclei"
         where = "" if res.planes == [()] else f" in {len(res.planes)} planes"
-        by = f" by {res.model} (auto)" if self._model.value == AUTO else ""
-        self._status.value = f"<big><b>{count}</b> {noun} found{where}</big>{by}"
+        self._status.value = f"<big><b>{count}</b> {noun} found{where}</big>{self._by(res.model)}"
         self._status.tooltip = f"In '{res.layer.name}', by {res.model}"
         self._update_score()
+
+    def _by(self, model: str) -> str:
+        """After the count: which model "auto" ran (a model chosen by name goes without)."""
+        return f" by {model} (auto)" if self._model.value == AUTO else ""
 
     def _show_probability_maps(self, _value=None) -> None:
         res = self._result

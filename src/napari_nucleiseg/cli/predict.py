@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ..errors import NucleisegError
@@ -145,15 +144,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def run_normalization(config, args: argparse.Namespace):
-    """The model's normalisation with ``--invert`` and ``--channel``; None when neither is
-    given (the model's own)."""
+def run_choices(args: argparse.Namespace) -> dict | None:
+    """``--invert`` and ``--channel``, over each image's model's normalisation; None when
+    neither is given (the models' own)."""
     choices = {}
     if args.invert is not None:
         choices["invert"] = INVERT_CHOICES[args.invert]
     if args.channel is not None:
         choices["channel"] = None if args.channel == "auto" else args.channel
-    return replace(config.normalization, **choices) if choices else None
+    return choices or None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -171,8 +170,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise NucleisegError(f"--workers must be 1 or more, got {args.workers}")
     name = args.model
     models = ModelChoice(name, device)
-    _, config = models.fixed  # a bad checkpoint fails here, once
-    normalization = run_normalization(config, args)  # every image's, every worker's
+    _ = models.fixed  # a bad checkpoint fails here, once
     out = Path(args.output)
     measure_to = out / MEASUREMENTS if args.measure else None
     plan = plan_batch(
@@ -186,7 +184,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         how_to_replace="pass --overwrite to replace, or --resume to keep the complete "
         "outputs of an earlier run",
-        normalization=normalization,
+        choices=run_choices(args),  # every image's, every worker's
     )
     resumed = f" ({len(plan.done)} done by an earlier run)" if plan.done else ""
     client = None
