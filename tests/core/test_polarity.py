@@ -272,3 +272,17 @@ def test_every_monuseg_tile_is_inverted(shared_data):
     assert all(p.colour for p in found.values())
     assert [name for name, p in found.items() if not p.inverts] == []
     assert sum(p.median <= OLD_THRESHOLD for p in found.values()) == 3  # missed before
+
+
+def test_a_runs_choices_replace_only_polarity_and_channel():
+    """A run's polarity and channel go over each model's normalisation; its percentiles and
+    input channels stay the model's; nothing else can be chosen for a run."""
+    own = NormalizeConfig(channels="rgb", low=2.0, high=99.0)
+    assert own.chosen(None) is own and own.chosen({}) is own
+    chosen = own.chosen({"invert": "always", "channel": 1})
+    assert (chosen.invert, chosen.channel) == ("always", 1)
+    assert (chosen.channels, chosen.low, chosen.high) == ("rgb", 2.0, 99.0)
+    with pytest.raises(ValueError, match="only invert, channel"):
+        own.chosen({"low": 5.0})
+    with pytest.raises(ValueError, match="invert must be one of"):
+        own.chosen({"invert": "sometimes"})
