@@ -5,7 +5,8 @@ Each ``--root NAME=PATH`` is a stage-1 root or an ``images/`` + ``masks/`` root
 one pipeline (:func:`napari_nucleiseg.pipeline.segment`) with the nucleus
 diameter estimated (``auto``, as ``nucleiseg predict`` does) and, for
 comparison, not resized (``none``); ``--exclude-ids`` leaves ids out (the
-training split of a set).
+training split of a set). ``--min-sizes 10,30,60`` scores each model at each smallest
+nucleus area in place of its own (the network runs once per image).
 
     python benchmarks/bench_generalisation.py --model dsb2018-unet \\
         --root monuseg-val=../shared/data/monuseg2018 --ids scripts/splits/monuseg_val.txt
@@ -17,6 +18,7 @@ import argparse
 import json
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -27,16 +29,26 @@ from napari_nucleiseg.io.paired import sample_id
 from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import segment
+from napari_nucleiseg.postprocess import drop_small
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
 
 
-def score(model, config, samples, device, diameter) -> dict:
+def score(model, config, samples, device, diameter, min_sizes=None) -> dict:
+    """{min_size: scores}: the model's own smallest area (None), or each of ``min_sizes``."""
+    sizes = sorted(min_sizes) if min_sizes else [None]
+    post = config.postprocess if sizes == [None] else replace(config.postprocess, min_size=sizes[0])
     pairs = []
     for s in samples:
-        _, (labels,) = drain(segment(model, config, s.image, device=device, diameter=diameter))
+        _, (labels,) = drain(
+            segment(model, config, s.image, device=device, diameter=diameter, post=post)
+        )
         pairs.append((s.id, s.labels, labels))
-    result = score_dataset(pairs).as_dict()
-    return {"dsb": result["score"], "ap50": result["ap"]["0.50"], "n": len(samples)}
+    rows = {}
+    for size in sizes:
+        kept = pairs if size is None else [(i, t, drop_small(x, size)) for i, t, x in pairs]
+        result = score_dataset(kept).as_dict()
+        rows[size] = {"dsb": result["score"], "ap50": result["ap"]["0.50"], "n": len(samples)}
+    return rows
 
 
 def main() -> None:
@@ -47,6 +59,10 @@ def main() -> None:
     p.add_argument("--diameter", default="auto,none", help="auto, none or both (auto,none)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument(
+        "--min-sizes", type=lambda t: [int(v) for v in t.split(",")],
+        help="smallest nucleus areas (px) to score each model at, in place of its own",
+    )  # fmt: skip
     args = p.parse_args()
     warnings.simplefilter("ignore", OverlapWarning)
     device = resolve_device(args.device)
@@ -63,17 +79,21 @@ def main() -> None:
         for set_name, samples in sets.items():
             for diameter in args.diameter.split(","):
                 started = time.perf_counter()
-                row = score(
-                    model, config, samples, device, None if diameter == "none" else diameter
-                )
-                row |= {"model": name or path, "set": set_name, "diameter": diameter}
-                row["seconds"] = round(time.perf_counter() - started, 1)
-                results.append(row)
-                print(
-                    f"{row['model']:<24} {set_name:<28} {diameter:<5} n={row['n']:<4} "
-                    f"DSB {row['dsb']:.4f}  AP@0.5 {row['ap50']:.4f}  ({row['seconds']} s)",
-                    flush=True,
-                )
+                rows = score(
+                    model, config, samples, device, None if diameter == "none" else diameter,
+                    args.min_sizes,
+                )  # fmt: skip
+                seconds = round(time.perf_counter() - started, 1)
+                for size, row in rows.items():
+                    row |= {"model": name or path, "set": set_name, "diameter": diameter}
+                    row |= {"min_size": size or config.postprocess.min_size, "seconds": seconds}
+                    results.append(row)
+                    print(
+                        f"{row['model']:<24} {set_name:<28} {diameter:<5} n={row['n']:<4} "
+                        f"min {row['min_size']:<4} DSB {row['dsb']:.4f}  "
+                        f"AP@0.5 {row['ap50']:.4f}  ({seconds} s)",
+                        flush=True,
+                    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

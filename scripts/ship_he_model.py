@@ -3,8 +3,10 @@
     python scripts/ship_he_model.py runs/ship-he.pt [--name monuseg-he-unet]
 
 The weights are stored as float16 in ``src/napari_nucleiseg/weights/<name>.pt``;
-the thresholds are the base model's (none is tuned on the MoNuSeg tiles that
-score it). Scored on the 6 MoNuSeg tiles it never saw (``splits/monuseg_val.txt``,
+the probability and seed thresholds and shape split are the base model's; the smallest
+nucleus area is chosen on the bright-background images of the stage-1 validation split
+(its images under ``--model auto``), segmented as ``nucleiseg predict`` does; nothing is
+chosen on the MoNuSeg tiles that score it. Scored on the 6 MoNuSeg tiles it never saw (``splits/monuseg_val.txt``,
 one patient each) and on the bright-background images of the stage-1 validation
 split, against ``dsb2018-unet`` in the same run; the card records both.
 """
@@ -23,6 +25,7 @@ from napari_nucleiseg.models import load_model, save_checkpoint
 from napari_nucleiseg.models.checkpoint import WEIGHTS_DIR
 from napari_nucleiseg.pipeline import segment
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
+from napari_nucleiseg.training.tune import MIN_SIZES
 
 HERE = Path(__file__).parent
 SHARED = HERE.parents[1] / "shared" / "data"
@@ -44,6 +47,18 @@ def scores(model, config, samples, diameter) -> tuple[float, float]:
         pairs.append((s.id, s.labels, labels))
     result = score_dataset(pairs)
     return round(result.score, 4), round(float(result.ap[0]), 4)
+
+
+def choose_min_size(model, config, samples) -> int:
+    """The smallest nucleus area (px) of :data:`MIN_SIZES` with the best DSB2018 score on
+    ``samples`` (the smaller on a tie), each run as ``nucleiseg predict`` runs it: the area
+    also shapes ``--diameter auto``'s estimate, so the network runs once per size."""
+
+    def score(size: int) -> float:
+        post = replace(config.postprocess, min_size=size)
+        return scores(model, replace(config, postprocess=post), samples, "auto")[0]
+
+    return max(sorted(MIN_SIZES), key=score)
 
 
 def main() -> None:
@@ -68,15 +83,21 @@ def main() -> None:
         f"MoNuSeg, {len(monuseg)} unseen tiles": monuseg,
         f"stage-1 validation, {len(dsb)} colour and brightfield": dsb,
     }
+    model, config = load_model(args.run, device="cpu")
+    min_size = choose_min_size(model, config, dsb)
+    config = replace(config, postprocess=replace(config.postprocess, min_size=min_size))
+    print(f"smallest nucleus area: {min_size} px", flush=True)
     rows = []
     for label, source in (("this model", args.run), ("dsb2018-unet", "dsb2018-unet")):
-        model, config = load_model(source, device="cpu")
+        if source != args.run:
+            model, config = load_model(source, device="cpu")
         for set_name, samples in sets.items():
             for diameter in ("auto", None):
                 dsb_score, ap50 = scores(model, config, samples, diameter)
                 rows.append((label, set_name, diameter or "none", dsb_score, ap50))
                 print(rows[-1], flush=True)
     model, config = load_model(args.run, device="cpu")
+    config = replace(config, postprocess=replace(config.postprocess, min_size=min_size))
     info = config.training
     config = replace(config, training=replace(info, scores={**info.scores, "card": rows}))
     target = WEIGHTS_DIR / f"{args.name}.pt"
@@ -97,7 +118,7 @@ File: `{args.name}.pt`, {target.stat().st_size / 1e6:.1f} MB (float16 weights). 
 - Started from `dsb2018-unet` (CC0 data), fine-tuned on 24 MoNuSeg 2018 tiles (6 held out: `scripts/splits/monuseg_val.txt`), the 106 colour and 16 grey brightfield images of DSB2018 `stage1_train_fixed` (bright background; the StarDist test ids and the shipped samples excluded, the validation ids validating).
 - Recipe: `python scripts/pack_training_data.py ...` then `bash scripts/train_device.sh` (run `ship-he`): Adam lr 3e-4, weight decay 1e-4, batch 16 of 192-px crops, crops in proportion to area, every sample resized to 20-px nuclei then zoomed 0.4-2.5x, haematoxylin-eosin stain jitter 0.2, gap weight 5, moving average of the weights (0.995), seed 6, stopped by its 6.5-minute limit.
 - Machine: {info.machine}; MoNuSeg colour images carried as JPEG quality 85 to fit the GPU call (the slides were JPEG-compressed scans).
-- Thresholds: the base model's (probability {config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, shape split {config.postprocess.split_depth} px).
+- Thresholds: the base model's (probability {config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, shape split {config.postprocess.split_depth} px); smallest nucleus {config.postprocess.min_size} px, chosen among {", ".join(map(str, MIN_SIZES))} on the {len(dsb)} bright-background images of the stage-1 validation split.
 
 ## Scores (DSB2018 score and AP at IoU 0.5; `python scripts/ship_he_model.py`, same run)
 | model | images | diameter | DSB2018 | AP@0.5 |

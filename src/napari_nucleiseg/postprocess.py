@@ -98,7 +98,7 @@ def labels_from_maps(
     mask = body > post.prob_threshold
     seeds = (body * (1 - border) > post.seed_threshold) & mask
     seed_labels, _ = ndi.label(seeds)
-    seed_labels = _drop_small(seed_labels, post.min_seed_size)
+    seed_labels = drop_small(seed_labels, post.min_seed_size)
     if post.split_depth > 0:
         seed_labels = split_by_shape(seed_labels, post.split_depth)
     # mask components without a seed keep their own label
@@ -110,7 +110,7 @@ def labels_from_maps(
         extra, _ = ndi.label(orphan)
         seed_labels = np.where(orphan, extra + seed_labels.max(), seed_labels)
     labels = watershed(flood_order(body, seed_labels), seed_labels, mask=mask)
-    labels = _drop_small(labels, post.min_size)
+    labels = drop_small(labels, post.min_size)
     return _relabel(labels)
 
 
@@ -325,7 +325,8 @@ def _shelves(sizes: list[tuple[int, int]], limit: int = 2**62):
     yield (y + shelf, width), placed
 
 
-def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """``labels`` without the objects of fewer than ``min_size`` pixels (numbers unchanged)."""
     if min_size <= 1 or labels.max() == 0:
         return labels
     sizes = np.bincount(labels.ravel())

@@ -352,7 +352,7 @@ def real_seeds() -> list[np.ndarray]:
         body, border = maps[0], maps[1:].max(0)
         seeds = (body * (1 - border) > post.seed_threshold) & (body > post.prob_threshold)
         labels = ndi.label(seeds)[0]
-        out += [labels, postprocess._drop_small(labels, post.min_seed_size)]
+        out += [labels, postprocess.drop_small(labels, post.min_seed_size)]
     return out
 
 

@@ -256,17 +256,19 @@ def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
     )
     model = config.build()
     best, best_result, default_score = tune.tune_postprocess(
-        model, config, samples, prob_thresholds=(0.3, 0.5), seed_thresholds=(0.5, 0.7)
-    )
+        model, config, samples, prob_thresholds=(0.3, 0.5), seed_thresholds=(0.5, 0.7),
+        min_sizes=(40, 10),
+    )  # fmt: skip
     assert best_result.ids == (samples[0].id,)  # per-image scores, for reports by kind
     assert set(scored) == set(tune.SPLIT_DEPTHS)  # the shape split is tuned too
-    # the best of the default and every candidate, each scored on its own
+    # the best of the default and every candidate (the smallest area too), each on its own
     maps = [tune.drain(tune.predict_maps(model, config, s.image)) for s in samples]
     grid = [config.postprocess] + [
-        replace(config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d)
+        replace(config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d, min_size=m)
         for p in (0.3, 0.5)
         for q in (0.5, 0.7)
         for d in tune.SPLIT_DEPTHS
+        for m in (10, 40)
         if q >= p
     ]
     scores = [tune.score_postprocess(config, g, samples, maps).score for g in grid]

@@ -11,13 +11,16 @@ from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
 from ..pipeline import labels_from_predicted
-from ..postprocess import PostprocessConfig
+from ..postprocess import PostprocessConfig, drop_small
 
 #: thresholds tried by :func:`tune_postprocess`
 PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 #: shape-split depths tried (0: off)
 SPLIT_DEPTHS = (0.0, 1.0, 2.0)
+#: smallest nucleus areas (px) tried: small false positives (texture, fragments) cost more
+#: than the few real nuclei that small
+MIN_SIZES = (10, 20, 30, 45, 60, 80)
 
 
 def score_postprocess(
@@ -38,10 +41,11 @@ def tune_postprocess(
     prob_thresholds: Sequence[float] = PROB_THRESHOLDS,
     seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
     split_depths: Sequence[float] = SPLIT_DEPTHS,
+    min_sizes: Sequence[int] = MIN_SIZES,
     device=None,
 ) -> tuple[PostprocessConfig, DatasetScore, float]:
-    """The probability and seed thresholds and shape-split depth with the best DSB2018
-    score on ``samples``.
+    """The probability and seed thresholds, shape-split depth and smallest nucleus area
+    with the best DSB2018 score on ``samples``.
 
     Returns
     -------
@@ -60,11 +64,17 @@ def tune_postprocess(
 
     best, best_result = config.postprocess, score(config.postprocess)
     default_score = best_result.score  # a float already
+    sizes = sorted(min_sizes)
     for p, q, d in itertools.product(prob_thresholds, seed_thresholds, split_depths):
         if q < p:
             continue
-        candidate = replace(config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d)
-        result = score(candidate)
-        if result.score > best_result.score + 1e-9:
-            best, best_result = candidate, result
+        candidate = replace(
+            config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d, min_size=sizes[0]
+        )
+        labels = [labels_from_predicted(m, config, candidate) for m in maps]
+        for size in sizes:  # dropping the small ones from the labels of the smallest size
+            labels = [drop_small(x, size) for x in labels]
+            result = score_dataset((s.id, s.labels, x) for s, x in zip(samples, labels))
+            if result.score > best_result.score + 1e-9:
+                best, best_result = replace(candidate, min_size=size), result
     return best, best_result, default_score
