@@ -5,8 +5,8 @@ Each ``--root NAME=PATH`` is a stage-1 root or an ``images/`` + ``masks/`` root
 one pipeline (:func:`napari_nucleiseg.pipeline.segment`) with the nucleus
 diameter estimated (``auto``, as ``nucleiseg predict`` does) and, for
 comparison, not resized (``none``); ``--exclude-ids`` leaves ids out (the
-training split of a set). ``--min-sizes 10,30,60`` scores each model at each smallest
-nucleus area in place of its own (the network runs once per image).
+training split of a set). ``--min-sizes 10,30,60`` (with ``--diameter none``) scores each
+model at each smallest nucleus area in place of its own (the network runs once per image).
 
     python benchmarks/bench_generalisation.py --model dsb2018-unet \\
         --root monuseg-val=../shared/data/monuseg2018 --ids scripts/splits/monuseg_val.txt
@@ -29,14 +29,14 @@ from napari_nucleiseg.io.paired import sample_id
 from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import segment
-from napari_nucleiseg.postprocess import drop_small
+from napari_nucleiseg.postprocess import drop_small, small_bound
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
 
 
 def score(model, config, samples, device, diameter, min_sizes=None) -> dict:
     """{min_size: scores}: the model's own smallest area (None), or each of ``min_sizes``."""
     sizes = sorted(min_sizes) if min_sizes else [None]
-    post = config.postprocess if sizes == [None] else replace(config.postprocess, min_size=sizes[0])
+    post = config.postprocess if sizes == [None] else replace(config.postprocess, min_size=1)
     pairs = []
     for s in samples:
         _, (labels,) = drain(
@@ -45,7 +45,9 @@ def score(model, config, samples, device, diameter, min_sizes=None) -> dict:
         pairs.append((s.id, s.labels, labels))
     rows = {}
     for size in sizes:
-        kept = pairs if size is None else [(i, t, drop_small(x, size)) for i, t, x in pairs]
+        kept = pairs
+        if size is not None:  # as post-processing drops them at each size
+            kept = [(i, t, drop_small(x, small_bound(x, size))) for i, t, x in pairs]
         result = score_dataset(kept).as_dict()
         rows[size] = {"dsb": result["score"], "ap50": result["ap"]["0.50"], "n": len(samples)}
     return rows
@@ -64,6 +66,8 @@ def main() -> None:
         help="smallest nucleus areas (px) to score each model at, in place of its own",
     )  # fmt: skip
     args = p.parse_args()
+    if args.min_sizes and args.diameter != "none":
+        p.error("--min-sizes needs --diameter none: the area also shapes auto's estimate")
     warnings.simplefilter("ignore", OverlapWarning)
     device = resolve_device(args.device)
     only = set(read_ids(args.ids)) if args.ids else None

@@ -95,6 +95,8 @@ class BatchSummary:
     nuclei: int
     done_before: int
     plan: BatchPlan
+    #: the model that segmented each image of this run (with "auto", each image's own)
+    models: dict[str, str] = field(default_factory=dict)
 
 
 def plan_batch(
@@ -405,7 +407,8 @@ def finish_batch(plan: BatchPlan, results: dict[str, ImageResult]) -> BatchSumma
         )
         write_submission_rows(plan.submission, rows)
     nuclei = sum(r.nuclei for r in results.values())
-    return BatchSummary(len(results), nuclei, len(plan.done), plan)
+    models = {i: r.model for i, r in results.items()}
+    return BatchSummary(len(results), nuclei, len(plan.done), plan, models)
 
 
 def run_batch(

@@ -131,7 +131,7 @@ def test_the_choice_reaches_a_dask_workers_task(tmp_path, images, tiny_checkpoin
     (job,) = image_jobs(plan)
     assert job.choices == chosen
     out.mkdir()
-    result = segment_on_worker(job, str(tiny_checkpoint), "cpu", {"diameter": "auto"})
+    result = segment_on_worker(job, str(tiny_checkpoint), "cpu", {})  # the diameter is the job's
     cli = tmp_path / "cli"
     args = ["predict", images / "nuclei.png", "-o", cli, "--model", tiny_checkpoint]
     expected = predicted(nucleiseg(*args, "--invert", "yes", "--device", "cpu"), cli, "nuclei")

@@ -16,6 +16,7 @@ from napari_nucleiseg.metrics import score_image
 from napari_nucleiseg.postprocess import (
     PostprocessConfig,
     labels_from_maps,
+    small_bound,
     split_by_shape,
     targets_from_labels,
     touching_border,
@@ -108,6 +109,23 @@ def test_min_size_removes_tiny_objects():
     assert labels_from_maps(body, border, PostprocessConfig(min_size=1, min_seed_size=1)).max() == 2
     kept = labels_from_maps(body, border, PostprocessConfig(min_size=10))
     assert kept.max() == 1 and kept[5, 70] == 0
+
+
+def test_tiny_nuclei_stay_under_a_larger_min_size():
+    """The bound is at most half the image's median object area: specks beside nuclei go,
+    an image of nuclei all smaller than ``min_size`` keeps them."""
+    tiny = disks([(y, x) for y in range(6, 64, 12) for x in range(6, 80, 12)], radius=3)
+    assert np.bincount(tiny.ravel())[1:].max() < 45
+    body, border = targets_from_labels(tiny)
+    kept = labels_from_maps(body, border, PostprocessConfig(min_size=45))
+    assert kept.max() == tiny.max()
+    specks = disks([(30, 25), (30, 55)], radius=10)
+    specks[5:10, 70:75] = 3  # 25 pixels beside nuclei of 317
+    body, border = targets_from_labels(specks)
+    kept = labels_from_maps(body, border, PostprocessConfig(min_size=45, min_seed_size=1))
+    assert kept.max() == 2 and kept[7, 72] == 0
+    assert small_bound(specks, 45) == 45 and small_bound(tiny, 45) < 45
+    assert small_bound(np.zeros((4, 4), np.uint16), 45) == 45
 
 
 def test_unseeded_blob_still_becomes_a_nucleus():

@@ -65,6 +65,18 @@ def test_the_estimate_is_within_15_percent_from_8_to_80_px(shipped, diameter):
     assert estimate_diameter(*shipped, image) == pytest.approx(diameter, rel=0.15)
 
 
+@pytest.mark.parametrize("diameter", [5, 6, 7])
+def test_nuclei_smaller_than_the_models_smallest_area_are_found(shipped, diameter):
+    """The shipped model drops objects under 45 px, but not an image's nuclei that small
+    (a low magnification): auto, none or the diameter given, every disk is found."""
+    model, config = shipped
+    assert config.postprocess.min_size > np.pi * (diameter / 2) ** 2
+    image, labels = disks(diameter)
+    for told in ("auto", None, float(diameter)):
+        _, (found,) = drain(segment(model, config, image, diameter=told))
+        assert found.max() == labels.max(), told
+
+
 def test_resizing_keeps_the_image_resolution_and_finds_large_nuclei(shipped):
     """Nuclei 3x the diameter a model declares are brought to it, and found whole."""
     image, truth = disks(60)

@@ -277,6 +277,31 @@ def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
     assert best in grid and scores[grid.index(best)] == pytest.approx(max(scores))
 
 
+def test_the_tuner_chooses_the_smallest_area_that_drops_specks(monkeypatch, tmp_path):
+    """Maps of the true nuclei plus 25-px specks: of 10 and 45 px, the tuner keeps 45."""
+    from napari_nucleiseg.io import Sample
+    from napari_nucleiseg.postprocess import targets_from_labels
+    from napari_nucleiseg.training import tune
+
+    yy, xx = np.mgrid[:96, :96]
+    truth = np.zeros((96, 96), np.uint16)
+    for i, (y, x) in enumerate([(20, 20), (20, 70), (70, 20), (70, 70)], start=1):
+        truth[(yy - y) ** 2 + (xx - x) ** 2 <= 100] = i
+    seen = truth.copy()
+    seen[44:49, 44:49], seen[5:10, 44:49] = 5, 6  # specks of 25 px
+    config = ModelConfig("unet", {"depth": 2, "base": 4})
+    maps = targets_from_labels(seen, config.maps)
+
+    def predict(model, config, image, device=None):
+        return maps
+        yield
+
+    monkeypatch.setattr(tune, "predict_maps", predict)
+    sample = Sample("s", tmp_path, np.zeros((96, 96), np.uint8), truth)
+    best, result, default = tune.tune_postprocess(None, config, [sample], min_sizes=(10, 45))
+    assert best.min_size == 45 and result.score == 1.0 > default
+
+
 def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     """`nucleiseg train`, then `--base-model` twice: each record nests its base's record."""
     from napari_nucleiseg.cli import main

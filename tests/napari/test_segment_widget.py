@@ -321,6 +321,10 @@ def test_a_folder_run_with_auto_gives_each_image_its_kinds_model(
     qtbot.waitUntil(lambda: panel._worker is None, timeout=WAIT_MS)
     for name, labels in single.items():
         np.testing.assert_array_equal(read_label_image(tmp_path / "out" / f"{name}.tif"), labels)
+    for index, name, model in ((0, "dapi", DEFAULT_MODEL), (1, "he", HE_MODEL)):
+        viewer.dims.set_point(0, index)  # the results under the slider, opened to correct
+        panel.open_on_screen()
+        assert viewer.layers[f"{name} nuclei"].metadata[meta.MODEL] == model
 
 
 def test_model_card_counts_the_epochs_of_every_stage(tiny_checkpoint):

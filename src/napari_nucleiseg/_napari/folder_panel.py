@@ -101,6 +101,7 @@ class FolderPanel(Container):
         self._viewer, self._settings = viewer, settings
         self._worker = self._job = None
         self._plan: BatchPlan | None = None
+        self._models: dict[str, str] = {}  # the model of each image of the last run
         self._life = Lifetime()
         self.folder = FileEdit(mode="d", label="Folder", value="")
         self.output = FileEdit(mode="d", label="Output", value="")
@@ -222,6 +223,7 @@ class FolderPanel(Container):
         if summary is None or self._job.stop.is_set():
             return
         plan = self._plan = summary.plan
+        self._models = summary.models
         before = f", {summary.done_before} done before" if summary.done_before else ""
         table = f"; table {plan.table.name}" if plan.table is not None else ""
         self._say(
@@ -277,7 +279,8 @@ class FolderPanel(Container):
                 self._viewer.layers.remove(name)
         rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
         self._viewer.add_image(image, name=image_id, rgb=rgb, metadata=dict(source))
-        model = self._job.settings["model"] if self._job else None
+        chosen = self._job.settings["model"] if self._job else None  # for images done before
+        model = self._models.get(image_id) or (None if chosen == AUTO else chosen)
         layer = self._viewer.add_labels(
             np.asarray(labels), name=f"{image_id} nuclei",
             metadata={**source, meta.OUTPUT: True, meta.MODEL: model},

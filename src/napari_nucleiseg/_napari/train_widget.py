@@ -32,6 +32,7 @@ from superqt.utils import GeneratorWorker
 
 from ..errors import FileProblem, NucleisegError, one_line
 from ..finetune import FinetuneResult, Stage, finetune, finetune_settings, plan_validation
+from ..reference import FINETUNE_LR
 from ..training import TrainConfig, TrainProgress
 from ._layers import rows, scroll, section, show_line, text_lines
 from ._lifetime import CloseWatcher, Lifetime, while_alive
@@ -101,7 +102,9 @@ class TrainWidget(Container):
         self._batch = SpinBox(label="Batch size", min=1, max=256, value=8)
         self._crop = SpinBox(label="Crop size", min=32, max=1024, step=16, value=256)
         self._optimizer = ComboBox(label="Optimiser", choices=OPTIMIZERS, value="adam")
-        self._lr = FloatSpinBox(label="Learning rate", min=1e-5, max=1.0, step=1e-5, value=1e-4)
+        self._lr = FloatSpinBox(
+            label="Learning rate", min=1e-5, max=1.0, step=1e-5, value=FINETUNE_LR
+        )
         self._wd = FloatSpinBox(label="Weight decay", min=0.0, max=0.1, step=1e-5, value=1e-4)
         self._device = ComboBox(label="Device", choices=available_devices())
         self._output = FileEdit(label="Save as", mode="w", filter="*.pt", nullable=True)

@@ -11,7 +11,7 @@ from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
 from ..pipeline import labels_from_predicted
-from ..postprocess import PostprocessConfig, drop_small
+from ..postprocess import PostprocessConfig, drop_small, small_bound
 
 #: thresholds tried by :func:`tune_postprocess`
 PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -69,11 +69,11 @@ def tune_postprocess(
         if q < p:
             continue
         candidate = replace(
-            config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d, min_size=sizes[0]
+            config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d, min_size=1
         )
-        labels = [labels_from_predicted(m, config, candidate) for m in maps]
-        for size in sizes:  # dropping the small ones from the labels of the smallest size
-            labels = [drop_small(x, size) for x in labels]
+        every = [labels_from_predicted(m, config, candidate) for m in maps]  # none dropped
+        for size in sizes:  # as labels_from_maps drops them at each size
+            labels = [drop_small(x, small_bound(x, size)) for x in every]
             result = score_dataset((s.id, s.labels, x) for s, x in zip(samples, labels))
             if result.score > best_result.score + 1e-9:
                 best, best_result = replace(candidate, min_size=size), result
