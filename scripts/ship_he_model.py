@@ -3,7 +3,8 @@
     python scripts/ship_he_model.py runs/ship-he.pt [--name monuseg-he-unet]
 
 The weights are stored as float16 in ``src/napari_nucleiseg/weights/<name>.pt``;
-the probability and seed thresholds and shape split are the base model's; the smallest
+the probability and seed thresholds and shape split are the base model's as of its
+training (the checkpoint's own; ``dsb2018-unet`` was re-tuned since); the smallest
 nucleus area is chosen on the bright-background images of the stage-1 validation split
 (its images under ``--model auto``), segmented as ``nucleiseg predict`` does; nothing is
 chosen on the MoNuSeg tiles that score it. Scored on the 6 MoNuSeg tiles it never saw (``splits/monuseg_val.txt``,
@@ -118,7 +119,7 @@ File: `{args.name}.pt`, {target.stat().st_size / 1e6:.1f} MB (float16 weights). 
 - Started from `dsb2018-unet` (CC0 data), fine-tuned on 24 MoNuSeg 2018 tiles (6 held out: `scripts/splits/monuseg_val.txt`), the 106 colour and 16 grey brightfield images of DSB2018 `stage1_train_fixed` (bright background; the StarDist test ids and the shipped samples excluded, the validation ids validating).
 - Recipe: `python scripts/pack_training_data.py ...` then `bash scripts/train_device.sh` (run `ship-he`): Adam lr 3e-4, weight decay 1e-4, batch 16 of 192-px crops, crops in proportion to area, every sample resized to 20-px nuclei then zoomed 0.4-2.5x, haematoxylin-eosin stain jitter 0.2, gap weight 5, moving average of the weights (0.995), seed 6, stopped by its 6.5-minute limit.
 - Machine: {info.machine}; MoNuSeg colour images carried as JPEG quality 85 to fit the GPU call (the slides were JPEG-compressed scans).
-- Thresholds: the base model's (probability {config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, shape split {config.postprocess.split_depth} px); smallest nucleus {config.postprocess.min_size} px, chosen among {", ".join(map(str, MIN_SIZES))} on the {len(dsb)} bright-background images of the stage-1 validation split.
+- Thresholds: the base model's as of its training (probability {config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, shape split {config.postprocess.split_depth} px); smallest nucleus {config.postprocess.min_size} px, chosen among {", ".join(map(str, MIN_SIZES))} on the {len(dsb)} bright-background images of the stage-1 validation split.
 
 ## Scores (DSB2018 score and AP at IoU 0.5; `python scripts/ship_he_model.py`, same run)
 | model | images | diameter | DSB2018 | AP@0.5 |
