@@ -29,7 +29,7 @@ from napari_nucleiseg.io.paired import sample_id
 from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import segment
-from napari_nucleiseg.postprocess import drop_small, small_bound
+from napari_nucleiseg.postprocess import drop_small
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
 
 
@@ -47,7 +47,7 @@ def score(model, config, samples, device, diameter, min_sizes=None) -> dict:
     for size in sizes:
         kept = pairs
         if size is not None:  # as post-processing drops them at each size
-            kept = [(i, t, drop_small(x, small_bound(x, size))) for i, t, x in pairs]
+            kept = [(i, t, drop_small(x, size)) for i, t, x in pairs]
         result = score_dataset(kept).as_dict()
         rows[size] = {"dsb": result["score"], "ap50": result["ap"]["0.50"], "n": len(samples)}
     return rows

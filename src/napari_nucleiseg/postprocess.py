@@ -39,9 +39,9 @@ class PostprocessConfig:
     seed_threshold : float
         ``body * (1 - border)`` above which a pixel is a seed.
     min_size : int
-        Nuclei with fewer pixels are dropped, unless the image's nuclei are themselves that
-        small: the bound is at most :data:`SMALL_SHARE` of the median area of the image's
-        objects (:func:`small_bound`), so that tiny nuclei at a low magnification stay.
+        Nuclei with fewer pixels are dropped (a fixed bound, not one drawn from the image,
+        so that a large image post-processed a window at a time gives the whole image's
+        nuclei exactly).
     min_seed_size : int
         Seeds with fewer pixels are dropped (their pixels join a neighbour).
     split_depth : float
@@ -112,7 +112,7 @@ def labels_from_maps(
         extra, _ = ndi.label(orphan)
         seed_labels = np.where(orphan, extra + seed_labels.max(), seed_labels)
     labels = watershed(flood_order(body, seed_labels), seed_labels, mask=mask)
-    labels = drop_small(labels, small_bound(labels, post.min_size))
+    labels = drop_small(labels, post.min_size)
     return _relabel(labels)
 
 
@@ -325,21 +325,6 @@ def _shelves(sizes: list[tuple[int, int]], limit: int = 2**62):
         placed.append((k, y, x))
         x, shelf = x + w, max(shelf, h)
     yield (y + shelf, width), placed
-
-
-#: share of an image's median object area above which no object is dropped as too small
-SMALL_SHARE = 0.5
-
-
-def small_bound(labels: np.ndarray, min_size: int) -> int:
-    """The area under which an object of ``labels`` is dropped: ``min_size``, or
-    :data:`SMALL_SHARE` of the median object area when that is lower (an image of tiny
-    nuclei: its fragments are smaller still, its nuclei are not dropped)."""
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    if areas.size == 0:
-        return min_size
-    return int(min(min_size, SMALL_SHARE * np.median(areas)))
 
 
 def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:

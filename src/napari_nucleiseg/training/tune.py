@@ -11,7 +11,7 @@ from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
 from ..pipeline import labels_from_predicted
-from ..postprocess import PostprocessConfig, drop_small, small_bound
+from ..postprocess import PostprocessConfig, drop_small
 
 #: thresholds tried by :func:`tune_postprocess`
 PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -19,8 +19,10 @@ SEED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 #: shape-split depths tried (0: off)
 SPLIT_DEPTHS = (0.0, 1.0, 2.0)
 #: smallest nucleus areas (px) tried: small false positives (texture, fragments) cost more
-#: than the few real nuclei that small
-MIN_SIZES = (10, 20, 30, 45, 60, 80)
+#: than the few real nuclei that small. At most 25, so that nuclei 7 px across (38 px) are
+#: kept (of 6 px, the network's objects fall near the bound): 45, chosen among 10-80,
+#: deleted whole images of nuclei that small, at any diameter
+MIN_SIZES = (10, 15, 20, 25)
 
 
 def score_postprocess(
@@ -73,7 +75,7 @@ def tune_postprocess(
         )
         every = [labels_from_predicted(m, config, candidate) for m in maps]  # none dropped
         for size in sizes:  # as labels_from_maps drops them at each size
-            labels = [drop_small(x, small_bound(x, size)) for x in every]
+            labels = [drop_small(x, size) for x in every]
             result = score_dataset((s.id, s.labels, x) for s, x in zip(samples, labels))
             if result.score > best_result.score + 1e-9:
                 best, best_result = replace(candidate, min_size=size), result
