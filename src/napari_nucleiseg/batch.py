@@ -265,10 +265,11 @@ def image_jobs(plan: BatchPlan, diameter: float | str | Microns | None = "auto")
     FileProblem
         ``diameter`` is in µm and an image has no pixel size (before anything is written).
     """
-    unsized = [path for image_id, path in plan.todo if plan.pixel_sizes[image_id] is None]
-    if isinstance(diameter, Microns) and unsized:
-        more = f" (and {len(unsized) - 1} more image(s))" if len(unsized) > 1 else ""
-        in_pixels(diameter, None, f"{unsized[0]}{more}")  # raises, naming the image
+    if isinstance(diameter, Microns):  # every image needs a pixel size, before any runs
+        unsized = [path for image_id, path in plan.todo if plan.pixel_sizes[image_id] is None]
+        if unsized:
+            more = f" (and {len(unsized) - 1} more image(s))" if len(unsized) > 1 else ""
+            in_pixels(diameter, None, f"{unsized[0]}{more}")  # raises, naming the image
     return [
         ImageJob(
             image_id,

@@ -308,9 +308,13 @@ class SegmentWidget(Container):
             split_depth=float(self._split.value),
         )
 
+    def _choices(self) -> dict:
+        """The dock's polarity and channel, over a model's normalisation."""
+        return {"invert": self._polarity.value, "channel": self._channel.value}
+
     def _normalization(self) -> NormalizeConfig:
         """The model's normalisation with the dock's polarity and channel."""
-        return replace(self._model_norm, invert=self._polarity.value, channel=self._channel.value)
+        return self._model_norm.chosen(self._choices())
 
     def _batch_settings(self) -> dict:
         """What a folder run takes from the dock: the same model and settings as an image;
@@ -321,7 +325,7 @@ class SegmentWidget(Container):
             "model": AUTO if auto else self._model.chosen, "device": self._device.value,
             "post": None if auto and post == self._model_post else post,
             "tile_size": self._tile.value, "tta": self._tta.value,
-            "choices": {"invert": self._polarity.value, "channel": self._channel.value},
+            "choices": self._choices(),
             "diameter": self._diameter_choice(),
         }  # fmt: skip
 
@@ -343,11 +347,13 @@ class SegmentWidget(Container):
         image = self._image.value
         if self._worker is not None or image is None or self._model.chosen is None:
             return
-        try:  # in the image's pixels, from its scale (or file) when given in µm
-            diameter = in_pixels(self._diameter_choice(), pixel_size_um(image), image.name)
-        except FileProblem as exc:
-            self._on_failed(exc)
-            return
+        diameter = self._diameter_choice()
+        if isinstance(diameter, Microns):  # in the image's pixels, from its scale (or file)
+            try:
+                diameter = in_pixels(diameter, pixel_size_um(image), image.name)
+            except FileProblem as exc:
+                self._on_failed(exc)
+                return
         lead = _layers.image_lead(image)
         one = bool(lead) and self._planes.value == PLANE_ON_SCREEN
         planes = [_layers.plane_on_screen(self._viewer, image)] if one else plane_indices(lead)

@@ -236,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..devices import resolve_device
-    from ..finetune import crops_counter, finetune_config, reference_scores
+    from ..finetune import crops_counter, finetune_config, finetune_settings, reference_scores
     from ..inference import drain
     from ..models import load_model, resolve_checkpoint, save_checkpoint
     from ..models.checkpoint import TrainingInfo
@@ -290,7 +290,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment = replace(augment, zoom=args.zoom)
     if args.stain is not None:
         augment = replace(augment, stain=args.stain)
-    settings = TrainConfig(
+    # a fine-tune starts from finetune_settings (its learning rate, its base's statistics)
+    tuned = {"keep_norm_stats": not args.learn_norm_stats, "anchor": args.anchor}
+    make, extra = (finetune_settings, tuned) if args.base_model else (TrainConfig, {})
+    if args.lr is not None:
+        extra["lr"] = args.lr
+    settings = make(
         augment=augment,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -300,14 +305,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         by_area=args.crops_by_area,
         max_steps=args.steps_per_epoch,
         optimizer=args.optimizer,
-        lr=args.lr if args.lr is not None else (FINETUNE_LR if args.base_model else 1e-3),
         weight_decay=args.weight_decay,
         gap_weight=args.gap_weight,
         ema_decay=args.ema,
         seed=args.seed,
         num_workers=args.workers,
-        keep_norm_stats=bool(args.base_model) and not args.learn_norm_stats,
-        anchor=args.anchor if args.base_model else 0.0,
+        **extra,
     )
     device = resolve_device(args.device)
     use_backend(args, device, exact=True)  # the validation's forward passes, in float
