@@ -257,6 +257,16 @@ class ImageResult:
     model: str = ""  #: the model that segmented it
 
 
+def refuse_unsized(plan: BatchPlan, diameter: float | str | Microns | None) -> None:
+    """Raise :class:`FileProblem` naming an image without a pixel size when ``diameter`` is in
+    µm: every image needs one, and the run (or its cluster) must not start before saying so."""
+    if isinstance(diameter, Microns):
+        unsized = [path for image_id, path in plan.todo if plan.pixel_sizes[image_id] is None]
+        if unsized:
+            more = f" (and {len(unsized) - 1} more image(s))" if len(unsized) > 1 else ""
+            in_pixels(diameter, None, f"{unsized[0]}{more}")  # raises, naming the image
+
+
 def image_jobs(plan: BatchPlan, diameter: float | str | Microns | None = "auto") -> list[ImageJob]:
     """The images a batch still has to segment, each with ``diameter`` in its own pixels.
 
@@ -265,11 +275,7 @@ def image_jobs(plan: BatchPlan, diameter: float | str | Microns | None = "auto")
     FileProblem
         ``diameter`` is in µm and an image has no pixel size (before anything is written).
     """
-    if isinstance(diameter, Microns):  # every image needs a pixel size, before any runs
-        unsized = [path for image_id, path in plan.todo if plan.pixel_sizes[image_id] is None]
-        if unsized:
-            more = f" (and {len(unsized) - 1} more image(s))" if len(unsized) > 1 else ""
-            in_pixels(diameter, None, f"{unsized[0]}{more}")  # raises, naming the image
+    refuse_unsized(plan, diameter)
     return [
         ImageJob(
             image_id,

@@ -108,6 +108,12 @@ def test_predict_diameter_in_microns_uses_each_files_pixel_size(tmp_path):
     assert f"{png.name}.png: has no pixel size" in result.stderr
     assert "75 µm" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "none").exists()
+    # on a cluster too, refused before the cluster starts (no "segmenting ... on the Dask ...")
+    result = nucleiseg("predict", png, "-o", tmp_path / "none", "--diameter", "75um",
+                       "--workers", "2")  # fmt: skip
+    assert result.returncode == 1 and f"{png.name}.png: has no pixel size" in result.stderr
+    assert "Dask" not in result.stderr and "segmenting" not in result.stderr
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize("bad", ["0", "-5", "big", "nan", "inf", "0um", "5 nm"])

@@ -156,7 +156,7 @@ def run_choices(args: argparse.Namespace) -> dict | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..batch import MEASUREMENTS, plan_batch, run_batch
+    from ..batch import MEASUREMENTS, plan_batch, refuse_unsized, run_batch
     from ..devices import resolve_device
     from ..inference import drain
     from ..models.choice import AUTO, ModelChoice
@@ -186,6 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "outputs of an earlier run",
         choices=run_choices(args),  # every image's, every worker's
     )
+    refuse_unsized(plan, args.diameter)  # before a cluster starts
     resumed = f" ({len(plan.done)} done by an earlier run)" if plan.done else ""
     client = None
     if args.scheduler or args.workers > 1:
