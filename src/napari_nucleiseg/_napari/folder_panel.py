@@ -75,11 +75,10 @@ def run_folder(job: FolderJob) -> Generator[Progress, None, BatchSummary | None]
         choices=s["choices"],
     )
     yield Progress(0.0, f"{len(plan.todo)} image(s) to segment")
-    loaded = None if s["model"] == AUTO else get_model(s["model"], s["device"])  # the dock's
     try:
         return (
             yield from run_batch(
-                plan, ModelChoice(s["model"], s["device"], loaded=loaded),
+                plan, ModelChoice(s["model"], s["device"], load=get_model),  # the dock's cache
                 post=s["post"], device=s["device"], diameter=s["diameter"],
                 tile_size=s["tile_size"], tta=s["tta"], stop=job.stop,
             )

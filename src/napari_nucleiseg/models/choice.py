@@ -9,6 +9,7 @@ on first use, and is what a batch and each Dask worker hold.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,19 +28,22 @@ class ModelChoice:
     source : str or path-like
     device : str or torch.device
         Where the models are loaded.
-    loaded : (model, config), optional
-        ``source`` already loaded (a dock's model, a checkpoint just trained).
+    load : callable, optional
+        ``load(name, device=...)`` -> (model, config): a cache that outlives the batch (the
+        dock's, so that a folder run reuses what the dock loaded); default
+        :func:`~napari_nucleiseg.models.load_model`, each model once per batch.
     """
 
-    def __init__(self, source: str | os.PathLike, device="cpu", *, loaded=None):
+    def __init__(self, source: str | os.PathLike, device="cpu", *, load: Callable = load_model):
         self.source = str(source)
         self.device = device
-        self._loaded = {} if loaded is None else {self.source: loaded}
+        self._load = load
+        self._loaded = {}
 
     def load(self, name: str):
         """(model, config) of ``name``, loaded on first use."""
         if name not in self._loaded:
-            self._loaded[name] = load_model(name, device=self.device)
+            self._loaded[name] = self._load(name, device=self.device)
         return self._loaded[name]
 
     @property
