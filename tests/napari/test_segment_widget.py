@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from conftest import open_dock
 from napari_nucleiseg import inference
 from napari_nucleiseg._napari import _metadata as meta
-from napari_nucleiseg._napari import sample_data
+from napari_nucleiseg._napari import _models, sample_data
 from napari_nucleiseg._napari._models import get_model, model_card, model_config
 from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
 from napari_nucleiseg.io import read_sample
@@ -317,8 +317,11 @@ def test_a_folder_run_with_auto_gives_each_image_its_kinds_model(
     panel = widget.folder_panel
     panel.folder.value = folder
     panel.output.value = tmp_path / "out"
+    before = _models._model.cache_info()
     panel.run()
     qtbot.waitUntil(lambda: panel._worker is None, timeout=WAIT_MS)
+    after = _models._model.cache_info()  # both models as the dock loaded them, none afresh
+    assert after.misses == before.misses and after.hits >= before.hits + 2
     for name, labels in single.items():
         np.testing.assert_array_equal(read_label_image(tmp_path / "out" / f"{name}.tif"), labels)
     for index, name, model in ((0, "dapi", DEFAULT_MODEL), (1, "he", HE_MODEL)):
