@@ -5,7 +5,7 @@
 The weights are stored as float16 in ``src/napari_nucleiseg/weights/<name>.pt``;
 the probability and seed thresholds and shape split are the base model's as of its
 training (the checkpoint's own; ``dsb2018-unet`` was re-tuned since); the smallest
-nucleus area is chosen on the bright-background images of the stage-1 validation split
+nucleus area and mean probability are chosen on the bright-background images of the stage-1 validation split
 (its images under ``--model auto``), segmented as ``nucleiseg predict`` does; nothing is
 chosen on the MoNuSeg tiles that score it. Scored on the 6 MoNuSeg tiles it never saw (``splits/monuseg_val.txt``,
 one patient each) and on the bright-background images of the stage-1 validation
@@ -15,6 +15,7 @@ split, against ``dsb2018-unet`` in the same run; the card records both.
 from __future__ import annotations
 
 import argparse
+import itertools
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +26,9 @@ from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model, save_checkpoint
 from napari_nucleiseg.models.checkpoint import WEIGHTS_DIR
 from napari_nucleiseg.pipeline import segment
+from napari_nucleiseg.postprocess import PostprocessConfig
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
-from napari_nucleiseg.training.tune import MIN_SIZES
+from napari_nucleiseg.training.tune import MIN_MEAN_PROBS, MIN_SIZES
 
 HERE = Path(__file__).parent
 SHARED = HERE.parents[1] / "shared" / "data"
@@ -50,16 +52,18 @@ def scores(model, config, samples, diameter) -> tuple[float, float]:
     return round(result.score, 4), round(float(result.ap[0]), 4)
 
 
-def choose_min_size(model, config, samples) -> int:
-    """The smallest nucleus area (px) of :data:`MIN_SIZES` with the best DSB2018 score on
-    ``samples`` (the smaller on a tie), each run as ``nucleiseg predict`` runs it: the area
-    also shapes ``--diameter auto``'s estimate, so the network runs once per size."""
+def choose_drops(model, config, samples) -> PostprocessConfig:
+    """``config.postprocess`` with the smallest nucleus area (:data:`MIN_SIZES`) and mean
+    probability (:data:`MIN_MEAN_PROBS`) of the best DSB2018 score on ``samples`` (the lower
+    on a tie), each run as ``nucleiseg predict`` runs it: they also shape ``--diameter
+    auto``'s estimate, so the network runs once per pair."""
 
-    def score(size: int) -> float:
-        post = replace(config.postprocess, min_size=size)
+    def score(pair: tuple[int, float]) -> float:
+        post = replace(config.postprocess, min_size=pair[0], min_mean_prob=pair[1])
         return scores(model, replace(config, postprocess=post), samples, "auto")[0]
 
-    return max(sorted(MIN_SIZES), key=score)
+    size, mean = max(itertools.product(sorted(MIN_SIZES), sorted(MIN_MEAN_PROBS)), key=score)
+    return replace(config.postprocess, min_size=size, min_mean_prob=mean)
 
 
 def main() -> None:
@@ -85,9 +89,9 @@ def main() -> None:
         f"stage-1 validation, {len(dsb)} colour and brightfield": dsb,
     }
     model, config = load_model(args.run, device="cpu")
-    min_size = choose_min_size(model, config, dsb)
-    config = replace(config, postprocess=replace(config.postprocess, min_size=min_size))
-    print(f"smallest nucleus area: {min_size} px", flush=True)
+    post = choose_drops(model, config, dsb)
+    config = replace(config, postprocess=post)
+    print(f"smallest nucleus area {post.min_size} px, mean probability {post.min_mean_prob}")
     rows = []
     for label, source in (("this model", args.run), ("dsb2018-unet", "dsb2018-unet")):
         if source != args.run:
@@ -98,7 +102,7 @@ def main() -> None:
                 rows.append((label, set_name, diameter or "none", dsb_score, ap50))
                 print(rows[-1], flush=True)
     model, config = load_model(args.run, device="cpu")
-    config = replace(config, postprocess=replace(config.postprocess, min_size=min_size))
+    config = replace(config, postprocess=post)
     info = config.training
     config = replace(config, training=replace(info, scores={**info.scores, "card": rows}))
     target = WEIGHTS_DIR / f"{args.name}.pt"
@@ -119,7 +123,7 @@ File: `{args.name}.pt`, {target.stat().st_size / 1e6:.1f} MB (float16 weights). 
 - Started from `dsb2018-unet` (CC0 data), fine-tuned on 24 MoNuSeg 2018 tiles (6 held out: `scripts/splits/monuseg_val.txt`), the 106 colour and 16 grey brightfield images of DSB2018 `stage1_train_fixed` (bright background; the StarDist test ids and the shipped samples excluded, the validation ids validating).
 - Recipe: `python scripts/pack_training_data.py ...` then `bash scripts/train_device.sh` (run `ship-he`): Adam lr 3e-4, weight decay 1e-4, batch 16 of 192-px crops, crops in proportion to area, every sample resized to 20-px nuclei then zoomed 0.4-2.5x, haematoxylin-eosin stain jitter 0.2, gap weight 5, moving average of the weights (0.995), seed 6, stopped by its 6.5-minute limit.
 - Machine: {info.machine}; MoNuSeg colour images carried as JPEG quality 85 to fit the GPU call (the slides were JPEG-compressed scans).
-- Thresholds: the base model's as of its training (probability {config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, shape split {config.postprocess.split_depth} px); smallest nucleus {config.postprocess.min_size} px, chosen among {", ".join(map(str, MIN_SIZES))} on the {len(dsb)} bright-background images of the stage-1 validation split.
+- Thresholds: the base model's as of its training (probability {config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, shape split {config.postprocess.split_depth} px); smallest nucleus {post.min_size} px and mean probability {post.min_mean_prob or "off"}, chosen among {", ".join(map(str, MIN_SIZES))} px and {", ".join(map(str, MIN_MEAN_PROBS))} on the {len(dsb)} bright-background images of the stage-1 validation split.
 
 ## Scores (DSB2018 score and AP at IoU 0.5; `python scripts/ship_he_model.py`, same run)
 | model | images | diameter | DSB2018 | AP@0.5 |

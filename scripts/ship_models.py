@@ -163,7 +163,8 @@ def write_card(name, config, scores, history, target) -> None:
         f"- Machine: {t.machine}.",
         f"- Post-processing thresholds chosen on the validation split: probability "
         f"{config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, "
-        f"minimum size {config.postprocess.min_size} px, shape split "
+        f"minimum size {config.postprocess.min_size} px, minimum mean probability "
+        f"{config.postprocess.min_mean_prob or 'off'}, shape split "
         f"{config.postprocess.split_depth or 'off'}"
         f"{' px' if config.postprocess.split_depth else ''}.",
         "",

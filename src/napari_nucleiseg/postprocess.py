@@ -42,6 +42,11 @@ class PostprocessConfig:
         Nuclei with fewer pixels are dropped (a fixed bound, not one drawn from the image,
         so that a large image post-processed a window at a time gives the whole image's
         nuclei exactly).
+    min_mean_prob : float
+        Nuclei whose mean body probability is below this are dropped: texture and debris
+        that pass ``prob_threshold`` in a few pixels, whatever their size (a bound on area
+        would also drop small real nuclei). 0 keeps every one; the checkpoints of before
+        this option have 0.
     min_seed_size : int
         Seeds with fewer pixels are dropped (their pixels join a neighbour).
     split_depth : float
@@ -57,6 +62,7 @@ class PostprocessConfig:
     min_size: int = 10
     min_seed_size: int = 5
     split_depth: float = 0.0
+    min_mean_prob: float = 0.0
 
 
 def _validate_maps(body: np.ndarray, border: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +118,7 @@ def labels_from_maps(
         extra, _ = ndi.label(orphan)
         seed_labels = np.where(orphan, extra + seed_labels.max(), seed_labels)
     labels = watershed(flood_order(body, seed_labels), seed_labels, mask=mask)
-    labels = drop_small(labels, post.min_size)
+    labels = drop_unsure(drop_small(labels, post.min_size), body, post.min_mean_prob)
     return _relabel(labels)
 
 
@@ -335,6 +341,19 @@ def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     small = sizes < min_size
     small[0] = False
     return np.where(small[labels], 0, labels)
+
+
+def drop_unsure(labels: np.ndarray, body: np.ndarray, min_mean_prob: float) -> np.ndarray:
+    """``labels`` without the objects whose mean ``body`` probability is under ``min_mean_prob``
+    (numbers unchanged)."""
+    if min_mean_prob <= 0 or labels.max() == 0:
+        return labels
+    flat = labels.ravel()
+    sizes = np.bincount(flat)
+    sums = np.bincount(flat, weights=np.asarray(body, np.float64).ravel(), minlength=sizes.size)
+    unsure = sums < min_mean_prob * sizes  # mean < bound, without dividing by empty numbers
+    unsure[0] = False
+    return np.where(unsure[labels], 0, labels)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:

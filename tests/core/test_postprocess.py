@@ -121,6 +121,19 @@ def test_no_tuned_min_size_drops_a_nucleus_6_px_across():
     assert kept.max() == tiny.max()
 
 
+def test_min_mean_prob_drops_unsure_objects_of_any_size():
+    """Texture the network is unsure of (body 0.6, no seed) goes however large it is; a
+    confident nucleus 6 px across stays; 0 keeps both."""
+    sure = disks([(30, 20)], radius=3) > 0
+    faint = disks([(32, 55)], radius=14) > 0
+    body = np.where(sure, 1.0, np.where(faint, 0.6, 0.0)).astype(np.float32)
+    every = labels_from_maps(body, None, PostprocessConfig(min_size=1))
+    assert every.max() == 2  # the faint blob is an unseeded nucleus of its own
+    kept = labels_from_maps(body, None, PostprocessConfig(min_size=1, min_mean_prob=0.8))
+    assert kept.max() == 1 and kept[30, 20] == 1 and not kept[faint].any()
+    assert postprocess.drop_unsure(every, body, 0.0) is every
+
+
 def test_unseeded_blob_still_becomes_a_nucleus():
     body = np.zeros((40, 40), np.float32)
     body[10:20, 10:20] = 0.6  # above the mask threshold, below the seed threshold

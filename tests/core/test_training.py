@@ -257,18 +257,26 @@ def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
     model = config.build()
     best, best_result, default_score = tune.tune_postprocess(
         model, config, samples, prob_thresholds=(0.3, 0.5), seed_thresholds=(0.5, 0.7),
-        min_sizes=(40, 10),
+        min_sizes=(40, 10), min_mean_probs=(0.0, 0.9),
     )  # fmt: skip
     assert best_result.ids == (samples[0].id,)  # per-image scores, for reports by kind
     assert set(scored) == set(tune.SPLIT_DEPTHS)  # the shape split is tuned too
     # the best of the default and every candidate (the smallest area too), each on its own
     maps = [tune.drain(tune.predict_maps(model, config, s.image)) for s in samples]
     grid = [config.postprocess] + [
-        replace(config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d, min_size=m)
+        replace(
+            config.postprocess,
+            prob_threshold=p,
+            seed_threshold=q,
+            split_depth=d,
+            min_size=m,
+            min_mean_prob=c,
+        )  # fmt: skip
         for p in (0.3, 0.5)
         for q in (0.5, 0.7)
         for d in tune.SPLIT_DEPTHS
         for m in (10, 40)
+        for c in (0.0, 0.9)
         if q >= p
     ]
     scores = [tune.score_postprocess(config, g, samples, maps).score for g in grid]
@@ -300,6 +308,34 @@ def test_the_tuner_chooses_the_smallest_area_that_drops_specks(monkeypatch, tmp_
     sample = Sample("s", tmp_path, np.zeros((96, 96), np.uint8), truth)
     best, result, default = tune.tune_postprocess(None, config, [sample], min_sizes=(10, 45))
     assert best.min_size == 45 and result.score == 1.0 > default
+
+
+def test_the_tuner_chooses_the_mean_probability_that_drops_faint_blobs(monkeypatch, tmp_path):
+    """Maps of the true nuclei (probability 1) plus faint blobs (0.75) larger than any
+    area bound: of 0 and 0.9, the tuner keeps 0.9, and every nucleus."""
+    from napari_nucleiseg.io import Sample
+    from napari_nucleiseg.training import tune
+
+    yy, xx = np.mgrid[:96, :96]
+    truth = np.zeros((96, 96), np.uint16)
+    for i, (y, x) in enumerate([(20, 20), (20, 70), (70, 20), (70, 70)], start=1):
+        truth[(yy - y) ** 2 + (xx - x) ** 2 <= 100] = i
+    blobs = ((yy - 46) ** 2 + (xx - 46) ** 2 <= 64) | ((yy - 6) ** 2 + (xx - 46) ** 2 <= 36)
+    body = np.where(truth > 0, 1.0, np.where(blobs, 0.75, 0.0)).astype(np.float32)
+    config = ModelConfig("unet", {"depth": 2, "base": 4})
+    maps = np.stack([body] + [np.zeros_like(body)] * (len(config.maps) - 1))
+
+    def predict(model, config, image, device=None):
+        return maps
+        yield
+
+    monkeypatch.setattr(tune, "predict_maps", predict)
+    sample = Sample("s", tmp_path, np.zeros((96, 96), np.uint8), truth)
+    best, result, default = tune.tune_postprocess(
+        None, config, [sample], prob_thresholds=(0.5,), seed_thresholds=(0.7,),
+        min_sizes=(10,), min_mean_probs=(0.0, 0.9),
+    )  # fmt: skip
+    assert best.min_mean_prob == 0.9 and result.score == 1.0 > default
 
 
 def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):

@@ -163,6 +163,12 @@ def test_threshold_reruns_postprocessing_only(
     widget._split.value = 0.5
     qtbot.waitUntil(lambda: widget._relabel_worker is None, timeout=WAIT_MS)
     np.testing.assert_array_equal(labels.data, split)
+    # and the smallest mean probability: the nuclei the network is unsure of go
+    sure = labels_from_predicted(maps, config, replace(post, split_depth=0.5, min_mean_prob=0.9))
+    assert 0 < sure.max() < split.max(), "this image must have nuclei of both kinds"
+    widget._min_prob.value = 0.9
+    qtbot.waitUntil(lambda: widget._relabel_worker is None, timeout=WAIT_MS)
+    np.testing.assert_array_equal(labels.data, sure)
     assert len(calls) == n_calls, "moving a threshold must not run the network again"
 
 

@@ -115,7 +115,8 @@ def model_card(source: str | os.PathLike, config: ModelConfig) -> tuple[str, str
         f"{len(t.exclude_ids)}; validation ids: {len(t.val_ids)}",
         f"Machine: {t.machine or 'not recorded'}",
         f"Default thresholds: probability {pp.prob_threshold}, seed {pp.seed_threshold}, "
-        f"min. size {pp.min_size}, shape split "
+        f"min. size {pp.min_size}, min. mean probability {pp.min_mean_prob or 'off'}, "
+        "shape split "
         f"{f'{pp.split_depth} px' if pp.split_depth else 'off'}",
     ]
     tips += [f"{k}: {_fmt(v)}" for k, v in t.scores.items() if not isinstance(v, list | dict)]

@@ -113,6 +113,8 @@ class SegmentWidget(Container):
         self._seed = FloatSlider(label="Seed threshold", min=0.05, max=0.99, step=0.01)
         self._min_size = SpinBox(label="Min. size (px)", min=0, max=100_000)
         self._split = FloatSpinBox(label="Shape split (px)", min=0.0, max=20.0, step=0.5)
+        self._min_prob = FloatSlider(label="Min. mean prob.", min=0.0, max=0.99, step=0.01)
+        self._knobs = (self._prob, self._seed, self._min_size, self._min_prob, self._split)
         self._tta = CheckBox(text="Test-time flips (2.5x slower)", label="")
         self._tile = ComboBox(label="Tile size", choices=TILES)
         self._show_maps = CheckBox(text="Add probability maps", label="")
@@ -125,9 +127,7 @@ class SegmentWidget(Container):
         _layers.narrow(self._image, self._reference)
         self.folder_panel = FolderPanel(self._viewer, self._batch_settings)
         self.results = ResultsPanel(self._viewer)
-        thresholds = _layers.section(
-            "Thresholds", [self._prob, self._seed, self._min_size, self._split]
-        )
+        thresholds = _layers.section("Thresholds", list(self._knobs))
         options = _layers.section(
             "Device and options",
             [self._device, self._device_line, self._tta, self._tile, self._show_maps],
@@ -153,6 +153,10 @@ class SegmentWidget(Container):
         self._prob.tooltip = "Body probability above which a pixel belongs to a nucleus"
         self._seed.tooltip = "Body x (1 - border) above which a pixel seeds a nucleus of its own"
         self._min_size.tooltip = "Nuclei with fewer pixels are dropped"
+        self._min_prob.tooltip = (
+            "Nuclei whose mean body probability is lower are dropped (texture and debris "
+            "the network is unsure of, whatever their size); 0 keeps every one"
+        )
         self._split.tooltip = (
             "Cut touching nuclei at the neck between them: how deep (px) the neck must be; "
             "lower cuts more, 0 is off"
@@ -184,7 +188,7 @@ class SegmentWidget(Container):
     def _connect(self) -> None:
         self._image.changed.connect(self._on_image)
         self._device.changed.connect(self._on_device)
-        for knob in (self._prob, self._seed, self._min_size, self._split):
+        for knob in self._knobs:
             knob.changed.connect(self._on_knob)
         self._show_maps.changed.connect(self._on_show_maps)
         self._run.changed.connect(self.run)
@@ -289,7 +293,7 @@ class SegmentWidget(Container):
             self._quiet = True
             try:
                 self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
-                self._min_size.value = pp.min_size
+                self._min_size.value, self._min_prob.value = pp.min_size, pp.min_mean_prob
                 self._split.value = min(max(pp.split_depth, self._split.min), self._split.max)
             finally:
                 self._quiet = False
@@ -305,6 +309,7 @@ class SegmentWidget(Container):
             prob_threshold=float(self._prob.value),
             seed_threshold=float(self._seed.value),
             min_size=int(self._min_size.value),
+            min_mean_prob=float(self._min_prob.value),
             split_depth=float(self._split.value),
         )
 

@@ -11,7 +11,7 @@ from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
 from ..pipeline import labels_from_predicted
-from ..postprocess import PostprocessConfig, drop_small
+from ..postprocess import PostprocessConfig, drop_small, drop_unsure
 
 #: thresholds tried by :func:`tune_postprocess`
 PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -23,6 +23,9 @@ SPLIT_DEPTHS = (0.0, 1.0, 2.0)
 #: kept (of 6 px, the network's objects fall near the bound): 45, chosen among 10-80,
 #: deleted whole images of nuclei that small, at any diameter
 MIN_SIZES = (10, 15, 20, 25)
+#: smallest mean body probability of a nucleus tried (0: off): it drops texture and debris
+#: that a bound on area could drop only with small nuclei
+MIN_MEAN_PROBS = (0.0, 0.8, 0.85, 0.9)
 
 
 def score_postprocess(
@@ -44,10 +47,11 @@ def tune_postprocess(
     seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
     split_depths: Sequence[float] = SPLIT_DEPTHS,
     min_sizes: Sequence[int] = MIN_SIZES,
+    min_mean_probs: Sequence[float] = MIN_MEAN_PROBS,
     device=None,
 ) -> tuple[PostprocessConfig, DatasetScore, float]:
-    """The probability and seed thresholds, shape-split depth and smallest nucleus area
-    with the best DSB2018 score on ``samples``.
+    """The probability and seed thresholds, shape-split depth, smallest nucleus area and
+    smallest mean probability with the best DSB2018 score on ``samples``.
 
     Returns
     -------
@@ -66,17 +70,19 @@ def tune_postprocess(
 
     best, best_result = config.postprocess, score(config.postprocess)
     default_score = best_result.score  # a float already
-    sizes = sorted(min_sizes)
+    drops = list(itertools.product(sorted(min_sizes), sorted(min_mean_probs)))
     for p, q, d in itertools.product(prob_thresholds, seed_thresholds, split_depths):
         if q < p:
             continue
         candidate = replace(
-            config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d, min_size=1
-        )
+            config.postprocess, prob_threshold=p, seed_threshold=q, split_depth=d,
+            min_size=1, min_mean_prob=0.0,
+        )  # fmt: skip
         every = [labels_from_predicted(m, config, candidate) for m in maps]  # none dropped
-        for size in sizes:  # as labels_from_maps drops them at each size
-            labels = [drop_small(x, size) for x in every]
+        for size, mean in drops:  # dropped as labels_from_maps drops them
+            labels = [drop_unsure(drop_small(x, size), m[0], mean) for x, m in zip(every, maps)]
             result = score_dataset((s.id, s.labels, x) for s, x in zip(samples, labels))
             if result.score > best_result.score + 1e-9:
-                best, best_result = replace(candidate, min_size=size), result
+                best = replace(candidate, min_size=size, min_mean_prob=mean)
+                best_result = result
     return best, best_result, default_score
