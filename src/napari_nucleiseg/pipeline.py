@@ -16,7 +16,7 @@ import itertools
 import threading
 import warnings
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -232,8 +232,13 @@ def _estimate(model, config, raw, *, post, device, tile_size, tta):
     ``scale.AGREEMENT``): blobs of merged nuclei grow as the scale coarsens, nuclei do
     not. Else the look at full size decides. Each scale is looked at once at most; the
     coarse looks together cost under a third of the full one.
+
+    Every object counts, however unsure the network is of it (``min_mean_prob`` is not
+    applied): at a coarse scale the small nuclei are the unsure ones, and dropping them
+    left the merged blobs to set the size (an image of 20-px nuclei was shrunk 0.38x).
     """
     looks: dict[float, tuple[float | None, tuple | None]] = {}
+    post = replace(post or config.postprocess, min_mean_prob=0.0)
 
     def look(s: float):
         if s not in looks:

@@ -134,6 +134,14 @@ def test_min_mean_prob_drops_unsure_objects_of_any_size():
     assert postprocess.drop_unsure(every, body, 0.0) is every
 
 
+def test_a_checkpoint_of_before_the_mean_bound_keeps_every_nucleus():
+    from napari_nucleiseg.models import ModelConfig
+
+    saved = ModelConfig("unet").to_dict()
+    del saved["postprocess"]["min_mean_prob"]  # as written before the option existed
+    assert ModelConfig.from_dict(saved).postprocess.min_mean_prob == 0.0
+
+
 def test_unseeded_blob_still_becomes_a_nucleus():
     body = np.zeros((40, 40), np.float32)
     body[10:20, 10:20] = 0.6  # above the mask threshold, below the seed threshold

@@ -65,6 +65,23 @@ def test_the_estimate_is_within_15_percent_from_8_to_80_px(shipped, diameter):
     assert estimate_diameter(*shipped, image) == pytest.approx(diameter, rel=0.15)
 
 
+def test_the_estimate_counts_the_nuclei_the_network_is_unsure_of(shipped):
+    """The smallest mean probability drops nuclei from the labels, not from the size
+    estimate: a coarse look's small nuclei are the unsure ones, and without them merged
+    blobs set the size (an image of the shipped samples' nuclei was shrunk 0.38x)."""
+    from napari_nucleiseg.io import read_sample
+    from napari_nucleiseg.samples import sample_folder
+
+    model, config = shipped
+    image = read_sample(sample_folder("fluorescence")).image
+    image = np.tile(image, (3, 3) + (1,) * (image.ndim - 2))  # room for the coarse looks
+    found = {}
+    for bound in (0.0, 0.95):
+        post = replace(config.postprocess, min_mean_prob=bound)
+        found[bound] = estimate_diameter(model, replace(config, postprocess=post), image)
+    assert found[0.0] is not None and found[0.95] == found[0.0]
+
+
 @pytest.mark.parametrize("diameter", [7, 8])
 def test_tiny_nuclei_are_not_dropped_as_too_small(shipped, diameter):
     """A low magnification: auto, none or the diameter given, every disk 7-8 px across is
@@ -88,7 +105,7 @@ def test_resizing_keeps_the_image_resolution_and_finds_large_nuclei(shipped):
     assert maps.shape[-2:] == auto.shape == given.shape == image.shape
     n = int(truth.max())
     assert abs(int(auto.max()) - n) <= 1 and abs(int(given.max()) - n) <= 1
-    assert int(as_is.max()) > n  # at its own scale the network cuts some into pieces
+    assert int(as_is.max()) != n  # at its own scale it cuts some up, and drops unsure parts
     assert score_image(truth, auto).score > score_image(truth, as_is).score + 0.1
 
 
