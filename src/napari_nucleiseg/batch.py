@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,10 +138,10 @@ def plan_batch(
     how_to_replace
         What the error on an existing output tells the user to do (CLI flags, dock boxes).
     choices
-        The run's polarity or channel (``{"invert": ..., "channel": ...}``) over the
-        normalisation of each image's model
-        (:meth:`~napari_nucleiseg.preprocess.NormalizeConfig.chosen`); None: the models'
-        own. Every input must have the channel.
+        The run's polarity, channel or thresholds (``{"invert": ..., "channel": ...,
+        "min_size": ...}``) over those of each image's model
+        (:meth:`~napari_nucleiseg.models.ModelConfig.chosen`); None: the models' own.
+        Every input must have the channel.
 
     Raises
     ------
@@ -239,7 +239,7 @@ class ImageJob:
     pixel_size: tuple[float, float] | None
     measure: bool
     submission: bool
-    choices: Mapping[str, object] | None = None  #: the run's polarity and channel
+    choices: Mapping[str, object] | None = None  #: the run's polarity, channel, thresholds
     #: over :data:`~napari_nucleiseg.large.LARGE_PIXELS`: segmented in bounded memory
     large: bool = False
     #: the nuclei's, in this image's pixels; "auto": estimated; None: not resized
@@ -336,9 +336,10 @@ def segment_image(
 
 
 def _model_for(job: ImageJob, models: ModelChoice, image):
-    """(name, model, config) for ``image``: its model, with the run's polarity and channel."""
+    """(name, model, config) for ``image``: its model, with the run's polarity, channel and
+    thresholds over its own."""
     name, model, config = models.for_image(image)
-    return name, model, replace(config, normalization=config.normalization.chosen(job.choices))
+    return name, model, config.chosen(job.choices)
 
 
 def large_pixels() -> int:

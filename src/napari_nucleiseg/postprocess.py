@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -63,6 +63,19 @@ class PostprocessConfig:
     min_seed_size: int = 5
     split_depth: float = 0.0
     min_mean_prob: float = 0.0
+
+    def chosen(self, choices: Mapping[str, float] | None) -> PostprocessConfig:
+        """These thresholds with a run's choices (any of :data:`THRESHOLDS`) in place of
+        their own: a run's thresholds apply over each image's model, whose others stay."""
+        if not choices:
+            return self
+        if unknown := set(choices) - set(THRESHOLDS):
+            raise ValueError(f"a run sets only {', '.join(THRESHOLDS)}, not {sorted(unknown)}")
+        return replace(self, **choices)
+
+
+#: the thresholds a run may set over each model's own (``nucleiseg predict --min-size ...``)
+THRESHOLDS = ("prob_threshold", "seed_threshold", "min_size", "min_mean_prob", "split_depth")
 
 
 def _validate_maps(body: np.ndarray, border: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

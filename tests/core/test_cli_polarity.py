@@ -1,6 +1,7 @@
-"""``nucleiseg predict --invert`` and ``--channel`` run as a user runs them (subprocesses):
-the choice changes the labels, reaches every image of the batch and a Dask worker's task,
-and a channel an image lacks is one line naming the file, before anything is written."""
+"""``nucleiseg predict --invert``, ``--channel`` and the thresholds run as a user runs them
+(subprocesses): the choice changes the labels, reaches every image of the batch (over each
+image's own model) and a Dask worker's task, and a channel an image lacks is one line
+naming the file, before anything is written."""
 
 from __future__ import annotations
 
@@ -137,3 +138,59 @@ def test_the_choice_reaches_a_dask_workers_task(tmp_path, images, tiny_checkpoin
     expected = predicted(nucleiseg(*args, "--invert", "yes", "--device", "cpu"), cli, "nuclei")
     np.testing.assert_array_equal(read_label_image(out / "nuclei.tif"), expected)
     assert result.nuclei == expected.max()
+
+
+def test_thresholds_apply_over_each_images_own_model(tmp_path):
+    """--min-mean-prob and --min-size under --model auto: each image gets its kind's model
+    with those two thresholds replaced and its others kept, as the library gives it."""
+    from napari_nucleiseg.inference import drain
+    from napari_nucleiseg.io.images import read_image_file
+    from napari_nucleiseg.kinds import HE_MODEL
+    from napari_nucleiseg.models import DEFAULT_MODEL, load_model, shipped_models
+    from napari_nucleiseg.pipeline import segment
+
+    if HE_MODEL not in shipped_models():
+        pytest.skip(f"{HE_MODEL} is not installed")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, kind in (("he", "histology"), ("dapi", "fluorescence")):
+        Image.fromarray(read_sample(sample_folder(kind)).image).save(folder / f"{name}.png")
+    chosen = {"min_mean_prob": 0.0, "min_size": 10}
+    out, own = tmp_path / "out", tmp_path / "own"
+    result = nucleiseg("predict", folder, "-o", out, "--min-mean-prob", "0", "--min-size", "10")
+    assert result.returncode == 0, result.stderr
+    assert nucleiseg("predict", folder, "-o", own).returncode == 0
+    for name, model_name in (("he", HE_MODEL), ("dapi", DEFAULT_MODEL)):
+        model, config = load_model(model_name)
+        image = read_image_file(folder / f"{name}.png")
+        _, (expected,) = drain(segment(model, config.chosen(chosen), image, diameter="auto"))
+        labels = read_label_image(out / f"{name}.tif")
+        np.testing.assert_array_equal(labels, expected)
+        # nothing dropped for its mean: more nuclei than the model's own thresholds keep
+        assert labels.max() > read_label_image(own / f"{name}.tif").max()
+
+
+@pytest.mark.parametrize(
+    "flag,bad", [("--min-mean-prob", "2"), ("--prob-threshold", "-0.1"), ("--min-size", "4.5")]
+)
+def test_a_threshold_out_of_range_is_an_argparse_error(tmp_path, images, flag, bad):
+    result = nucleiseg("predict", images, "-o", tmp_path / "out", flag, bad)
+    assert result.returncode == 2 and flag in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_sets_thresholds_and_normalisation_and_nothing_else():
+    from napari_nucleiseg.cli.predict import THRESHOLD_FLAGS
+    from napari_nucleiseg.models import ModelConfig
+    from napari_nucleiseg.postprocess import THRESHOLDS
+
+    assert [f[2:].replace("-", "_") for f, _, _ in THRESHOLD_FLAGS] == list(THRESHOLDS)
+    own = ModelConfig("unet")
+    assert own.chosen(None) is own
+    chosen = own.chosen({"invert": "always", "min_mean_prob": 0.5, "min_size": 3})
+    assert chosen.normalization.invert == "always"
+    assert chosen.normalization.low == own.normalization.low
+    assert (chosen.postprocess.min_mean_prob, chosen.postprocess.min_size) == (0.5, 3)
+    assert chosen.postprocess.prob_threshold == own.postprocess.prob_threshold
+    with pytest.raises(ValueError, match="not \\['min_seed_size'\\]"):
+        own.chosen({"min_seed_size": 1})

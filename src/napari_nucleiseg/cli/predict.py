@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -45,6 +46,33 @@ def diameter_choice(text: str) -> float | str | Microns | None:
             f"expected auto, none, a diameter in pixels above 0, or in µm (8um); got {text!r}"
         ) from None
     return Microns(value) if microns else value
+
+
+def _within(low: float, high: float, integer: bool = False):
+    """An argparse type: a number from ``low`` to ``high``."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            kind = "a whole number" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind} from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: (flag, type, help) of the thresholds a run may set: :data:`postprocess.THRESHOLDS`, as flags
+THRESHOLD_FLAGS = (
+    ("--prob-threshold", _within(0, 1), "body probability above which a pixel is nucleus"),
+    ("--seed-threshold", _within(0, 1), "body x (1 - border) above which a pixel is a seed"),
+    ("--min-size", _within(0, 10**9, integer=True), "nuclei of fewer pixels are dropped"),
+    ("--min-mean-prob", _within(0, 1), "nuclei of a lower mean body probability are dropped "
+     "(texture and debris the network is unsure of); 0 keeps every one"),
+    ("--split-depth", _within(0, 1000), "cut touching nuclei at a neck this deep (px); 0: off"),
+)  # fmt: skip
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -131,6 +159,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "green, blue are 0, 1, 2): the nuclear stain of a fluorescence composite; auto: "
         "all channels, as the model takes them (default: the model's, auto)",
     )
+    thresholds = p.add_argument_group(
+        "thresholds", "over each image's model's own (its card says them; default: the model's)"
+    )
+    for flag, kind, what in THRESHOLD_FLAGS:
+        thresholds.add_argument(flag, type=kind, metavar="X", help=what)
     again = p.add_mutually_exclusive_group()
     again.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (never an input)"
@@ -145,13 +178,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_choices(args: argparse.Namespace) -> dict | None:
-    """``--invert`` and ``--channel``, over each image's model's normalisation; None when
-    neither is given (the models' own)."""
+    """``--invert``, ``--channel`` and the thresholds given, over each image's model's own
+    (:meth:`~napari_nucleiseg.models.ModelConfig.chosen`); None when none is given."""
     choices = {}
     if args.invert is not None:
         choices["invert"] = INVERT_CHOICES[args.invert]
     if args.channel is not None:
         choices["channel"] = None if args.channel == "auto" else args.channel
+    for flag, _, _ in THRESHOLD_FLAGS:
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is not None:
+            choices[name] = getattr(args, name)
     return choices or None
 
 

@@ -15,7 +15,8 @@ import math
 import os
 import pickle
 import re
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import torch
 from ..errors import FileProblem
 from ..io.atomic import replacing
 from ..postprocess import MAPS, PostprocessConfig
-from ..preprocess import NormalizeConfig
+from ..preprocess import RUN_CHOICES, NormalizeConfig
 from .registry import SegmentationModel, create_model
 
 FORMAT = "napari-nucleiseg"
@@ -154,6 +155,26 @@ class ModelConfig:
             in_channels=self.in_channels,
             out_channels=self.out_channels,
             **self.arch_kwargs,
+        )
+
+    def chosen(self, choices: Mapping[str, Any] | None) -> ModelConfig:
+        """This config with a run's choices over its own: polarity and channel
+        (:data:`~napari_nucleiseg.preprocess.RUN_CHOICES`) over its normalisation, and
+        thresholds (:data:`~napari_nucleiseg.postprocess.THRESHOLDS`) over its post-processing.
+
+        Raises
+        ------
+        ValueError
+            A choice that is neither.
+        """
+        if not choices:
+            return self
+        norm = {k: v for k, v in choices.items() if k in RUN_CHOICES}
+        post = {k: v for k, v in choices.items() if k not in RUN_CHOICES}
+        return replace(
+            self,
+            normalization=self.normalization.chosen(norm),
+            postprocess=self.postprocess.chosen(post),
         )
 
     def to_dict(self) -> dict[str, Any]:
