@@ -44,9 +44,10 @@ class PostprocessConfig:
         nuclei exactly).
     min_mean_prob : float
         Nuclei whose mean body probability is below this are dropped: texture and debris
-        that pass ``prob_threshold`` in a few pixels, whatever their size (a bound on area
-        would also drop small real nuclei). 0 keeps every one; the checkpoints of before
-        this option have 0.
+        that barely pass ``prob_threshold``, whatever their size (a bound on area would
+        also drop small real nuclei). Every nucleus's mean is above ``prob_threshold``, so
+        only a bound above it drops any. 0 keeps every one; the checkpoints of before this
+        option have 0.
     min_seed_size : int
         Seeds with fewer pixels are dropped (their pixels join a neighbour).
     split_depth : float

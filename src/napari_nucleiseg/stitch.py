@@ -3,8 +3,8 @@
 Why chunks can give exactly the nuclei of the whole: everything
 :func:`~napari_nucleiseg.postprocess.labels_from_maps` does happens inside one
 connected component of the mask (``body > prob_threshold``). Seeds lie in it,
-the watershed grows them within it, the shape split and the size filters work
-seed by seed and nucleus by nucleus, and a part without a seed is a nucleus of
+the watershed grows them within it, the shape split and the size and mean-probability
+filters work seed by seed and nucleus by nucleus, and a part without a seed is a nucleus of
 its own. So a component's nuclei are the same in any window that holds the
 whole component with a pixel to spare (or reaching the image's border where
 the window does).

@@ -68,7 +68,8 @@ def test_the_estimate_is_within_15_percent_from_8_to_80_px(shipped, diameter):
 def test_the_estimate_counts_the_nuclei_the_network_is_unsure_of(shipped):
     """The smallest mean probability drops nuclei from the labels, not from the size
     estimate: a coarse look's small nuclei are the unsure ones, and without them merged
-    blobs set the size (an image of the shipped samples' nuclei was shrunk 0.38x)."""
+    blobs set the size (a mosaic of the shipped samples was shrunk 0.38x; here the
+    estimate moved 4%, enough to tell)."""
     from napari_nucleiseg.io import read_sample
     from napari_nucleiseg.samples import sample_folder
 
@@ -99,13 +100,14 @@ def test_resizing_keeps_the_image_resolution_and_finds_large_nuclei(shipped):
     image, truth = disks(60)
     model, config = shipped
     config = replace(config, diameter=20.0)  # the shipped network sees 20-px disks whole
-    _, (as_is,) = drain(segment(model, config, image, diameter=None))
+    every = replace(config.postprocess, min_mean_prob=0.0)  # the pieces, however unsure
+    _, (as_is,) = drain(segment(model, config, image, diameter=None, post=every))
     maps, (auto,) = drain(segment(model, config, image, diameter="auto"))
     _, (given,) = drain(segment(model, config, image, diameter=60))
     assert maps.shape[-2:] == auto.shape == given.shape == image.shape
     n = int(truth.max())
     assert abs(int(auto.max()) - n) <= 1 and abs(int(given.max()) - n) <= 1
-    assert int(as_is.max()) != n  # at its own scale it cuts some up, and drops unsure parts
+    assert int(as_is.max()) > n  # at its own scale the network cuts some into pieces
     assert score_image(truth, auto).score > score_image(truth, as_is).score + 0.1
 
 

@@ -77,11 +77,13 @@ def stitched(maps: np.ndarray, post: PostprocessConfig, **kwargs) -> tuple[np.nd
     return out, n
 
 
-@pytest.mark.parametrize("split_depth", [0.0, 1.0])
+@pytest.mark.parametrize(("split_depth", "min_mean_prob"), [(0.0, 0.0), (1.0, 0.0), (1.0, 0.85)])
 @pytest.mark.parametrize(("chunk", "halo"), [(64, 40), (100, 8), (17, 3), (128, 1), (512, 16)])
-def test_chunks_give_the_nuclei_of_the_whole_exactly(chunk, halo, split_depth):
+def test_chunks_give_the_nuclei_of_the_whole_exactly(chunk, halo, split_depth, min_mean_prob):
     maps = synthetic_maps()
-    post = PostprocessConfig(split_depth=split_depth, min_size=10, min_seed_size=5)
+    post = PostprocessConfig(
+        split_depth=split_depth, min_size=10, min_seed_size=5, min_mean_prob=min_mean_prob
+    )
     expected = whole(maps, post)
     assert expected.max() > 60  # nuclei, clumps and the snake are there
     got, n = stitched(maps, post, chunk=chunk, halo=halo)

@@ -155,7 +155,8 @@ class SegmentWidget(Container):
         self._min_size.tooltip = "Nuclei with fewer pixels are dropped"
         self._min_prob.tooltip = (
             "Nuclei whose mean body probability is lower are dropped (texture and debris "
-            "the network is unsure of, whatever their size); 0 keeps every one"
+            "the network is unsure of, whatever their size); at or below the probability "
+            "threshold it drops none"
         )
         self._split.tooltip = (
             "Cut touching nuclei at the neck between them: how deep (px) the neck must be; "
