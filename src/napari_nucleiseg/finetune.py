@@ -39,6 +39,7 @@ from .io.paired import read_annotated, sample_id
 from .models import ModelConfig, load_model, save_checkpoint
 from .models.checkpoint import TrainingInfo
 from .reference import (
+    FINETUNE_ANCHOR,
     FINETUNE_LR,
     REPLAY_SHARE,
     Forgetting,
@@ -260,9 +261,11 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 def finetune_settings(**changes) -> TrainConfig:
     """:class:`TrainConfig` with a fine-tune's defaults, changed by ``changes``: learning rate
-    :data:`~napari_nucleiseg.reference.FINETUNE_LR` and the base's batch-norm statistics
+    :data:`~napari_nucleiseg.reference.FINETUNE_LR`, the weights pulled toward the base's
+    (:data:`~napari_nucleiseg.reference.FINETUNE_ANCHOR`) and the base's batch-norm statistics
     kept, so that a few images of one kind do not move what the base knew of the others."""
-    return TrainConfig(**{"lr": FINETUNE_LR, "keep_norm_stats": True, **changes})
+    defaults = {"lr": FINETUNE_LR, "anchor": FINETUNE_ANCHOR, "keep_norm_stats": True}
+    return TrainConfig(**(defaults | changes))
 
 
 def finetune(

@@ -14,7 +14,7 @@ from napari_nucleiseg.finetune import finetune_settings
 from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.models import ModelConfig, TrainingInfo, load_model
-from napari_nucleiseg.reference import FINETUNE_LR
+from napari_nucleiseg.reference import FINETUNE_ANCHOR, FINETUNE_LR
 from napari_nucleiseg.samples import sample_folder
 from napari_nucleiseg.training import (
     AugmentConfig,
@@ -178,6 +178,7 @@ def test_an_anchor_holds_the_weights_near_where_they_started(samples):
         TrainConfig(anchor=-1)
     tuned = finetune_settings(epochs=3)
     assert tuned.lr == FINETUNE_LR and tuned.keep_norm_stats and tuned.epochs == 3
+    assert tuned.anchor == FINETUNE_ANCHOR > 0 and finetune_settings(anchor=0).anchor == 0
     assert finetune_settings(lr=1e-3).lr == 1e-3
 
 
@@ -377,7 +378,8 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     _, three = load_model(third)
     assert one.training.base == {} and one.training.settings["lr"] == 0.01
     assert two.training.base["source"] == str(first)
-    assert two.training.settings["lr"] == 1e-4 and two.training.settings["keep_norm_stats"]
+    assert two.training.settings["lr"] == FINETUNE_LR and two.training.settings["keep_norm_stats"]
+    assert two.training.settings["anchor"] == FINETUNE_ANCHOR
     assert two.training.base["settings"] == one.training.settings
     assert two.training.base["machine"] == one.training.machine != ""
     assert three.training.base["base"] == two.training.base  # the whole history travels

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..errors import FileProblem
-from ..reference import FINETUNE_LR, REPLAY_SHARE
+from ..reference import FINETUNE_ANCHOR, FINETUNE_LR, REPLAY_SHARE
 from . import add_device, positive_number, use_backend
 
 if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
@@ -53,9 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--anchor",
         type=float,
-        default=0.0,
         help="with --base-model: strength of an L2 pull of every weight toward the base's "
-        "(L2-SP), so that the network moves only where the new data needs it (0: none)",
+        f"(L2-SP), so that the network moves only where the new data needs it (default "
+        f"{FINETUNE_ANCHOR}; 0: none)",
     )
     p.add_argument(
         "--learn-norm-stats",
@@ -291,7 +291,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stain is not None:
         augment = replace(augment, stain=args.stain)
     # a fine-tune starts from finetune_settings (its learning rate, its base's statistics)
-    tuned = {"keep_norm_stats": not args.learn_norm_stats, "anchor": args.anchor}
+    tuned = {"keep_norm_stats": not args.learn_norm_stats}
+    if args.anchor is not None:
+        tuned["anchor"] = args.anchor
     make, extra = (finetune_settings, tuned) if args.base_model else (TrainConfig, {})
     if args.lr is not None:
         extra["lr"] = args.lr
