@@ -132,8 +132,7 @@ def labels_from_maps(
         extra, _ = ndi.label(orphan)
         seed_labels = np.where(orphan, extra + seed_labels.max(), seed_labels)
     labels = watershed(flood_order(body, seed_labels), seed_labels, mask=mask)
-    labels = drop_unsure(drop_small(labels, post.min_size), body, post.min_mean_prob)
-    return _relabel(labels)
+    return _relabel(drop_objects(labels, body, post))
 
 
 #: seed pixels ordered below any gap between two float32 probabilities of a seed (>= 2**-5)
@@ -355,6 +354,12 @@ def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     small = sizes < min_size
     small[0] = False
     return np.where(small[labels], 0, labels)
+
+
+def drop_objects(labels: np.ndarray, body: np.ndarray, post: PostprocessConfig) -> np.ndarray:
+    """``labels`` without the nuclei ``post`` drops: smaller than ``min_size``, or of a mean
+    ``body`` probability under ``min_mean_prob`` (numbers unchanged)."""
+    return drop_unsure(drop_small(labels, post.min_size), body, post.min_mean_prob)
 
 
 def drop_unsure(labels: np.ndarray, body: np.ndarray, min_mean_prob: float) -> np.ndarray:

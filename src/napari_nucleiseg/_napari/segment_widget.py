@@ -114,7 +114,12 @@ class SegmentWidget(Container):
         self._min_size = SpinBox(label="Min. size (px)", min=0, max=100_000)
         self._split = FloatSpinBox(label="Shape split (px)", min=0.0, max=20.0, step=0.5)
         self._min_prob = FloatSlider(label="Min. mean prob.", min=0.0, max=0.99, step=0.01)
-        self._knobs = (self._prob, self._seed, self._min_size, self._min_prob, self._split)
+        #: the Thresholds section, each knob by its PostprocessConfig field
+        self._knobs = {
+            "prob_threshold": self._prob, "seed_threshold": self._seed,
+            "min_size": self._min_size, "min_mean_prob": self._min_prob,
+            "split_depth": self._split,
+        }  # fmt: skip
         self._tta = CheckBox(text="Test-time flips (2.5x slower)", label="")
         self._tile = ComboBox(label="Tile size", choices=TILES)
         self._show_maps = CheckBox(text="Add probability maps", label="")
@@ -127,7 +132,7 @@ class SegmentWidget(Container):
         _layers.narrow(self._image, self._reference)
         self.folder_panel = FolderPanel(self._viewer, self._batch_settings)
         self.results = ResultsPanel(self._viewer)
-        thresholds = _layers.section("Thresholds", list(self._knobs))
+        thresholds = _layers.section("Thresholds", list(self._knobs.values()))
         options = _layers.section(
             "Device and options",
             [self._device, self._device_line, self._tta, self._tile, self._show_maps],
@@ -189,7 +194,7 @@ class SegmentWidget(Container):
     def _connect(self) -> None:
         self._image.changed.connect(self._on_image)
         self._device.changed.connect(self._on_device)
-        for knob in self._knobs:
+        for knob in self._knobs.values():
             knob.changed.connect(self._on_knob)
         self._show_maps.changed.connect(self._on_show_maps)
         self._run.changed.connect(self.run)
@@ -290,12 +295,10 @@ class SegmentWidget(Container):
         self._model_post = PostprocessConfig() if config is None else config.postprocess
         self._model_norm = NormalizeConfig() if config is None else config.normalization
         if config is not None:
-            pp = config.postprocess
             self._quiet = True
             try:
-                self._prob.value, self._seed.value = pp.prob_threshold, pp.seed_threshold
-                self._min_size.value, self._min_prob.value = pp.min_size, pp.min_mean_prob
-                self._split.value = min(max(pp.split_depth, self._split.min), self._split.max)
+                for name, knob in self._knobs.items():  # within the knob's range
+                    knob.value = min(max(getattr(config.postprocess, name), knob.min), knob.max)
             finally:
                 self._quiet = False
         self._update_run_button()
@@ -305,14 +308,10 @@ class SegmentWidget(Container):
 
     def _post(self) -> PostprocessConfig:
         """The model's post-processing with the knobs' thresholds."""
-        return replace(
-            self._model_post,
-            prob_threshold=float(self._prob.value),
-            seed_threshold=float(self._seed.value),
-            min_size=int(self._min_size.value),
-            min_mean_prob=float(self._min_prob.value),
-            split_depth=float(self._split.value),
-        )
+        values = {
+            n: k.value if isinstance(k, SpinBox) else float(k.value) for n, k in self._knobs.items()
+        }
+        return replace(self._model_post, **values)
 
     def _choices(self) -> dict:
         """The dock's polarity and channel, over a model's normalisation."""

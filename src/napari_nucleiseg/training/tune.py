@@ -11,7 +11,7 @@ from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
 from ..pipeline import labels_from_predicted
-from ..postprocess import PostprocessConfig, drop_small, drop_unsure
+from ..postprocess import PostprocessConfig, drop_objects
 
 #: thresholds tried by :func:`tune_postprocess`
 PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -80,9 +80,9 @@ def tune_postprocess(
         )  # fmt: skip
         every = [labels_from_predicted(m, config, candidate) for m in maps]  # none dropped
         for size, mean in drops:  # dropped as labels_from_maps drops them
-            labels = [drop_unsure(drop_small(x, size), m[0], mean) for x, m in zip(every, maps)]
+            post = replace(candidate, min_size=size, min_mean_prob=mean)
+            labels = [drop_objects(x, m[0], post) for x, m in zip(every, maps)]
             result = score_dataset((s.id, s.labels, x) for s, x in zip(samples, labels))
             if result.score > best_result.score + 1e-9:
-                best = replace(candidate, min_size=size, min_mean_prob=mean)
-                best_result = result
+                best, best_result = post, result
     return best, best_result, default_score
