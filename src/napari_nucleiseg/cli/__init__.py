@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -60,6 +61,24 @@ def positive_number(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
+
+
+def number_within(low: float, high: float, *, integer: bool = False, below_high: bool = False):
+    """An argparse type: a number from ``low`` to ``high`` (below it with ``below_high``), a
+    whole one with ``integer``."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            value = math.nan
+        if not (low <= value < high if below_high else low <= value <= high):
+            kind = "a whole number" if integer else "a number"
+            end = f"below {high}" if below_high else f"to {high}"
+            raise argparse.ArgumentTypeError(f"expected {kind} from {low} {end}, got {text!r}")
+        return value
+
+    return parse
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 from ..errors import NucleisegError
 from ..preprocess import CHANNEL_NAMES
 from ..scale import Microns
-from . import add_device, add_pixel_size, positive_number, progress_bar, use_backend
+from . import (
+    add_device,
+    add_pixel_size,
+    number_within,
+    positive_number,
+    progress_bar,
+    use_backend,
+)
 
 #: ``--invert`` words and the normalisation's ``invert`` each stands for
 INVERT_CHOICES = {"auto": "auto", "yes": "always", "no": "never"}
@@ -48,30 +54,15 @@ def diameter_choice(text: str) -> float | str | Microns | None:
     return Microns(value) if microns else value
 
 
-def _within(low: float, high: float, integer: bool = False):
-    """An argparse type: a number from ``low`` to ``high``."""
-
-    def parse(text: str) -> float | int:
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            value = math.nan
-        if not low <= value <= high:
-            kind = "a whole number" if integer else "a number"
-            raise argparse.ArgumentTypeError(f"expected {kind} from {low} to {high}, got {text!r}")
-        return value
-
-    return parse
-
-
 #: (flag, type, help) of the thresholds a run may set: :data:`postprocess.THRESHOLDS`, as flags
 THRESHOLD_FLAGS = (
-    ("--prob-threshold", _within(0, 1), "body probability above which a pixel is nucleus"),
-    ("--seed-threshold", _within(0, 1), "body x (1 - border) above which a pixel is a seed"),
-    ("--min-size", _within(0, 10**9, integer=True), "nuclei of fewer pixels are dropped"),
-    ("--min-mean-prob", _within(0, 1), "nuclei of a lower mean body probability are dropped "
-     "(texture and debris the network is unsure of); 0 keeps every one"),
-    ("--split-depth", _within(0, 1000), "cut touching nuclei at a neck this deep (px); 0: off"),
+    ("--prob-threshold", number_within(0, 1), "body probability above which a pixel is nucleus"),
+    ("--seed-threshold", number_within(0, 1), "body x (1 - border) above which a pixel is a seed"),
+    ("--min-size", number_within(0, 10**9, integer=True), "nuclei of fewer pixels are dropped"),
+    ("--min-mean-prob", number_within(0, 1), "nuclei of a lower mean body probability are "
+     "dropped (texture and debris the network is unsure of); 0 keeps every one"),
+    ("--split-depth", number_within(0, 1000),
+     "cut touching nuclei at a neck this deep (px); 0: off"),
 )  # fmt: skip
 
 

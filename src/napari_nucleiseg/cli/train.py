@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..errors import FileProblem
 from ..reference import FINETUNE_ANCHOR, FINETUNE_LR, REPLAY_SHARE
-from . import add_device, positive_number, use_backend
+from . import add_device, number_within, positive_number, use_backend
 
 if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
     from ..models import ModelConfig, TrainingInfo
@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--replay",
-        type=_share,
+        type=number_within(0, 1, below_high=True),
         default=REPLAY_SHARE,
         help="with --base-model: share of the training crops drawn from the shipped reference "
         "set of stage-1 kinds, so that the model keeps what it knew (0: none); "
@@ -223,13 +223,6 @@ def _network_changes(args: argparse.Namespace, base: ModelConfig) -> list[str]:
     }
     given = {k: getattr(args, k) for k in built if getattr(args, k) is not None}
     return [f"--{k} {v} (it has {built[k]})" for k, v in given.items() if str(v) != str(built[k])]
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
