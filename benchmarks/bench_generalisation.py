@@ -6,7 +6,8 @@ one pipeline (:func:`napari_nucleiseg.pipeline.segment`) with the nucleus
 diameter estimated (``auto``, as ``nucleiseg predict`` does) and, for
 comparison, not resized (``none``); ``--exclude-ids`` leaves ids out (the
 training split of a set). ``--min-sizes 10,30,60`` (with ``--diameter none``) scores each
-model at each smallest nucleus area in place of its own (the network runs once per image).
+model at each smallest nucleus area in place of its own, ``--min-mean-probs 0,0.8,0.9`` at each
+smallest mean probability (with any diameter); the network runs once per image.
 
     python benchmarks/bench_generalisation.py --model dsb2018-unet \\
         --root monuseg-val=../shared/data/monuseg2018 --ids scripts/splits/monuseg_val.txt
@@ -15,6 +16,7 @@ model at each smallest nucleus area in place of its own (the network runs once p
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 import warnings
@@ -29,27 +31,35 @@ from napari_nucleiseg.io.paired import sample_id
 from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import segment
-from napari_nucleiseg.postprocess import drop_small
+from napari_nucleiseg.postprocess import drop_objects
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
 
 
-def score(model, config, samples, device, diameter, min_sizes=None) -> dict:
-    """{min_size: scores}: the model's own smallest area (None), or each of ``min_sizes``."""
-    sizes = sorted(min_sizes) if min_sizes else [None]
-    post = config.postprocess if sizes == [None] else replace(config.postprocess, min_size=1)
-    pairs = []
+def score(model, config, samples, device, diameter, min_sizes=None, min_mean_probs=None):
+    """{(min_size, min_mean_prob): scores}: the model's own bounds (None), or each of
+    ``min_sizes`` and ``min_mean_probs`` in their place (the network runs once per image)."""
+    sizes, means = sorted(min_sizes or [None]), sorted(min_mean_probs or [None])
+    post = config.postprocess
+    if sizes != [None]:
+        post = replace(post, min_size=1)
+    if means != [None]:  # auto's estimate counts every object: free to drop them after
+        post = replace(post, min_mean_prob=0.0)
+    runs = []
     for s in samples:
-        _, (labels,) = drain(
+        maps, (labels,) = drain(
             segment(model, config, s.image, device=device, diameter=diameter, post=post)
         )
-        pairs.append((s.id, s.labels, labels))
+        runs.append((s.id, s.labels, labels, maps[0][0]))
     rows = {}
-    for size in sizes:
-        kept = pairs
-        if size is not None:  # as post-processing drops them at each size
-            kept = [(i, t, drop_small(x, size)) for i, t, x in pairs]
+    for size, mean in itertools.product(sizes, means):  # as post-processing drops them
+        bounds = replace(
+            post,
+            min_size=post.min_size if size is None else size,
+            min_mean_prob=post.min_mean_prob if mean is None else mean,
+        )
+        kept = [(i, t, drop_objects(x, body, bounds)) for i, t, x, body in runs]
         result = score_dataset(kept).as_dict()
-        rows[size] = {"dsb": result["score"], "ap50": result["ap"]["0.50"], "n": len(samples)}
+        rows[size, mean] = {"dsb": result["score"], "ap50": result["ap"]["0.50"], "n": len(samples)}
     return rows
 
 
@@ -64,6 +74,11 @@ def main() -> None:
     p.add_argument(
         "--min-sizes", type=lambda t: [int(v) for v in t.split(",")],
         help="smallest nucleus areas (px) to score each model at, in place of its own",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-mean-probs", type=lambda t: [float(v) for v in t.split(",")],
+        help="smallest mean probabilities of a nucleus to score each model at, in place of "
+        "its own (with any --diameter: auto's estimate counts every object)",
     )  # fmt: skip
     args = p.parse_args()
     if args.min_sizes and args.diameter != "none":
@@ -85,16 +100,19 @@ def main() -> None:
                 started = time.perf_counter()
                 rows = score(
                     model, config, samples, device, None if diameter == "none" else diameter,
-                    args.min_sizes,
+                    args.min_sizes, args.min_mean_probs,
                 )  # fmt: skip
                 seconds = round(time.perf_counter() - started, 1)
-                for size, row in rows.items():
+                own = config.postprocess
+                for (size, mean), row in rows.items():
                     row |= {"model": name or path, "set": set_name, "diameter": diameter}
-                    row |= {"min_size": size or config.postprocess.min_size, "seconds": seconds}
+                    row |= {"min_size": size or own.min_size, "seconds": seconds}
+                    row["min_mean_prob"] = own.min_mean_prob if mean is None else mean
                     results.append(row)
                     print(
                         f"{row['model']:<24} {set_name:<28} {diameter:<5} n={row['n']:<4} "
-                        f"min {row['min_size']:<4} DSB {row['dsb']:.4f}  "
+                        f"min {row['min_size']:<4} mean {row['min_mean_prob']:<4} "
+                        f"DSB {row['dsb']:.4f}  "
                         f"AP@0.5 {row['ap50']:.4f}  ({seconds} s)",
                         flush=True,
                     )
