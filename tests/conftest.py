@@ -113,6 +113,13 @@ def open_dock(viewer, name: str):
     return widget
 
 
+def judged(qtbot, dock, timeout_ms: int = 30_000):
+    """Wait until the Segment dock's "auto" has judged the image it shows (in a worker, as
+    the user waits for the Segment button to enable); returns the model picked."""
+    qtbot.waitUntil(lambda: not dock._model.looking, timeout=timeout_ms)
+    return dock._model.chosen
+
+
 @pytest.fixture
 def notes():
     """napari notifications shown during the test."""

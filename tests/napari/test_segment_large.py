@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from conftest import open_dock, small_sample_folders
+from conftest import judged, open_dock, small_sample_folders
 from napari_nucleiseg import large
 from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import read_sample
@@ -38,7 +38,7 @@ def test_a_large_lazy_layer_gives_a_lazy_multiscale_labels_layer(
     viewer = make_napari_viewer()
     viewer.add_image(da.from_array(image, chunks=(256, 256)), name="slide", scale=(0.5, 0.5))
     widget = open_dock(viewer, "Segment nuclei")
-    assert widget._model.chosen == DEFAULT_MODEL  # 'auto', for this grey image
+    assert judged(qtbot, widget) == DEFAULT_MODEL  # 'auto', for this grey image
     widget._device.value = "cpu"
     widget.run()
     assert widget._worker is not None

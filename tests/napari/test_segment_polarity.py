@@ -9,7 +9,7 @@ import pytest
 from PIL import Image as PILImage
 from scipy import ndimage as ndi
 
-from conftest import open_dock
+from conftest import judged, open_dock
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.io.images import read_label_image
 from napari_nucleiseg.samples import sample_folder
@@ -39,6 +39,7 @@ def dock(make_napari_viewer, tiny_checkpoint):
 
 
 def segment(qtbot, widget) -> np.ndarray:
+    judged(qtbot, widget)
     widget.run()
     assert widget._worker is not None
     qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)

@@ -7,6 +7,7 @@ real nuclei in a second; one test uses the shipped default model when present.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 
@@ -17,10 +18,10 @@ from napari.layers import Labels
 from napari.utils.notifications import NotificationSeverity
 from PIL import Image as PILImage
 
-from conftest import open_dock
-from napari_nucleiseg import inference
+from conftest import judged, open_dock
+from napari_nucleiseg import inference, kinds
 from napari_nucleiseg._napari import _metadata as meta
-from napari_nucleiseg._napari import _models, sample_data
+from napari_nucleiseg._napari import _models, model_picker, sample_data
 from napari_nucleiseg._napari._models import get_model, model_card, model_config
 from napari_nucleiseg._napari.segment_widget import PLANE_ON_SCREEN, SegmentWidget
 from napari_nucleiseg.io import read_sample
@@ -56,6 +57,7 @@ def make_widget(viewer, checkpoint=None) -> SegmentWidget:
 
 
 def segment(qtbot, widget) -> Labels:
+    judged(qtbot, widget)
     widget.run()
     assert widget._worker is not None
     qtbot.waitUntil(lambda: widget._worker is None, timeout=WAIT_MS)
@@ -191,7 +193,7 @@ def test_cancel_stops_a_long_run_and_adds_no_layer(make_napari_viewer, qtbot, ti
     assert widget._run.enabled
 
 
-def test_bad_checkpoint_gives_a_notification(make_napari_viewer, tmp_path, notes):
+def test_bad_checkpoint_gives_a_notification(make_napari_viewer, qtbot, tmp_path, notes):
     viewer = make_napari_viewer()
     open_sample(viewer)
     widget = make_widget(viewer)
@@ -206,6 +208,7 @@ def test_bad_checkpoint_gives_a_notification(make_napari_viewer, tmp_path, notes
         assert errors and path.name in errors[-1].message and "\n" not in errors[-1].message
         assert str(path) not in [c for c in widget._model.choices]
     assert widget._model.value == before  # a refused file leaves the choice as it was
+    judged(qtbot, widget)
     assert widget._run.enabled == (before == AUTO)
 
 
@@ -258,7 +261,7 @@ def test_shipped_model_scores_on_the_sample(make_napari_viewer, qtbot, sample):
     viewer = make_napari_viewer()
     open_sample(viewer)
     widget = make_widget(viewer)
-    assert widget._model.value == AUTO and widget._model.chosen == DEFAULT_MODEL
+    assert widget._model.value == AUTO and judged(qtbot, widget) == DEFAULT_MODEL
     widget._device.value = "cpu"
     labels = segment(qtbot, widget)
     assert f"by {DEFAULT_MODEL} (auto)" in widget._status.value
@@ -282,13 +285,13 @@ def test_auto_picks_the_model_of_each_image_kind_and_says_which(make_napari_view
     widget._device.value = "cpu"
     for layer, name in ((he, HE_MODEL), (grey, DEFAULT_MODEL), (he, HE_MODEL)):
         widget._image.value = layer
-        assert widget._model.value == AUTO and widget._model.chosen == name
+        assert widget._model.value == AUTO and judged(qtbot, widget) == name
         assert widget._model.card.value.startswith(f"auto: {name} for this image")
         own = model_config(name).postprocess
         assert widget._prob.value == pytest.approx(own.prob_threshold)
     widget._prob.value = 0.6  # a threshold the user set stays while the pick is the same
     widget._image.value = viewer.add_image(he.data[::-1], name="H&E flipped")
-    assert widget._model.chosen == HE_MODEL and widget._prob.value == pytest.approx(0.6)
+    assert judged(qtbot, widget) == HE_MODEL and widget._prob.value == pytest.approx(0.6)
     labels = segment(qtbot, widget)
     assert labels.data.max() > 10
     assert f"by {HE_MODEL} (auto)" in widget._status.value
@@ -296,7 +299,35 @@ def test_auto_picks_the_model_of_each_image_kind_and_says_which(make_napari_view
     # an image whose kind cannot be judged (NaN) gets the default model, not a broken dock
     nan = viewer.add_image(np.full((64, 64), np.nan, np.float32), name="NaN")
     widget._image.value = nan
-    assert widget._model.chosen == DEFAULT_MODEL
+    assert judged(qtbot, widget) == DEFAULT_MODEL
+
+
+def test_auto_judges_the_image_in_a_worker_and_holds_the_run_meanwhile(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    """Reading a lazy layer's crop and its polarity statistics can stall the window, so "auto"
+    judges the image in a worker: the Segment button waits for it, and only the pick for
+    the image now on the dock counts."""
+    if not {DEFAULT_MODEL, HE_MODEL} <= set(shipped_models()):
+        pytest.skip(f"{DEFAULT_MODEL} and {HE_MODEL} are not both installed")
+    gate, on_gui_thread = threading.Event(), []
+
+    def slow_pick(image, installed, default):
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        assert gate.wait(timeout=WAIT_MS / 1000)
+        return kinds.auto_model(image, installed, default)
+
+    monkeypatch.setattr(model_picker, "auto_model", slow_pick)
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, "Segment nuclei")
+    he = viewer.add_image(read_sample(sample_folder("histology")).image, name="H&E")
+    assert widget._image.value is he and widget._model.looking and not widget._run.enabled
+    viewer.add_image(read_sample(sample_folder("fluorescence")).image, name="DAPI")
+    gate.set()  # both looks end; the H&E one is stale
+    assert judged(qtbot, widget) == DEFAULT_MODEL and widget._run.enabled
+    assert on_gui_thread and not any(on_gui_thread)
+    widget._image.value = he
+    assert judged(qtbot, widget) == HE_MODEL and widget._run.enabled
 
 
 def test_a_folder_run_with_auto_gives_each_image_its_kinds_model(
@@ -319,7 +350,7 @@ def test_a_folder_run_with_auto_gives_each_image_its_kinds_model(
         widget._image.value = viewer.add_image(image, name=name)
         assert widget._model.value == AUTO
         single[name] = segment(qtbot, widget).data.copy()
-    assert widget._model.chosen == DEFAULT_MODEL  # the dock shows the fluorescence image
+    assert judged(qtbot, widget) == DEFAULT_MODEL  # the dock shows the fluorescence image
     panel = widget.folder_panel
     panel.folder.value = folder
     panel.output.value = tmp_path / "out"

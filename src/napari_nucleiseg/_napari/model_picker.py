@@ -14,16 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Label
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from psygnal import Signal
 from qtpy.QtCore import QObject, Qt
 from qtpy.QtWidgets import QFileDialog
+from superqt.utils import FunctionWorker
 
 from ..errors import one_line
 from ..kinds import HE_MODEL, auto_model
 from ..models import DEFAULT_MODEL, ModelConfig, shipped_models
 from ..models.choice import AUTO
 from ._layers import narrow, text_lines
+from ._lifetime import Lifetime
 from ._models import model_card, model_config
 
 #: the last entry of a model list: picking it opens a file dialog
@@ -87,10 +90,14 @@ class ModelPicker:
     choose_trained : bool
         Whether a checkpoint trained in the window is also chosen, or only listed.
     image : callable, optional
-        Returns a look at the image to segment (a plane or a crop of it; None when there is
-        none). Given, the list starts with "auto", which picks the shipped model for that
-        image's kind (:func:`napari_nucleiseg.kinds.auto_model`) as ``nucleiseg predict``
-        does, and the card says which.
+        Returns, on the GUI thread, a function that reads a look at the image to segment (a
+        plane or a crop of it), or None when there is no image. Given, the list starts with
+        "auto", which picks the shipped model for that image's kind
+        (:func:`napari_nucleiseg.kinds.auto_model`) as ``nucleiseg predict`` does, and the
+        card says which. The look is read and judged in a worker (:attr:`looking`): a lazy
+        layer's crop and the polarity statistics take long enough to stall the window.
+    on_look : callable, optional
+        Called when a look starts and when it ends (the dock holds its run meanwhile).
     """
 
     def __init__(
@@ -100,11 +107,13 @@ class ModelPicker:
         title: str,
         on_change: Callable[[ModelConfig | None], None],
         choose_trained: bool,
-        image: Callable[[], object] | None = None,
+        image: Callable[[], Callable[[], object] | None] | None = None,
+        on_look: Callable[[], None] | None = None,
     ):
         self._title, self._on_change, self._choose_trained = title, on_change, choose_trained
-        self._image = image
+        self._image, self._on_look = image, on_look or (lambda: None)
         self._auto = DEFAULT_MODEL  # what "auto" picked for the image last looked at
+        self._look_job: object | None = None  # the look under way; only the latest reports
         self.trained = TrainedModels.of(viewer)
         self._checkpoints: list[str] = list(self.trained.paths)
         self.combo = ComboBox(label=label, choices=self._choices)
@@ -115,6 +124,8 @@ class ModelPicker:
         self.combo.changed.connect(self.update)
         self.combo.native.activated.connect(self._on_activated)
         self.trained.added.connect(self._on_trained)
+        self._life = Lifetime()
+        self.combo.native.destroyed.connect(self._life.end)
 
     @property
     def value(self) -> str | None:
@@ -134,22 +145,37 @@ class ModelPicker:
             return self._auto
         return None if self.combo.value in (None, LOAD) else self.combo.value
 
-    def _pick(self) -> str:
-        """The shipped model "auto" picks for the image now (the default without one, or for
-        an image whose kind cannot be judged: NaN, a read that fails)."""
-        try:
-            look = self._image() if self._image is not None else None
-            if look is not None:
-                return auto_model(look, shipped_models(), DEFAULT_MODEL)
-        except (OSError, ValueError):
-            pass  # the run itself names what is wrong with the image
-        return DEFAULT_MODEL
+    @property
+    def looking(self) -> bool:
+        """Whether "auto" is still judging the image's kind (:attr:`chosen` may be the last
+        image's model until it is done)."""
+        return self._look_job is not None
 
     def refresh(self) -> None:
-        """With "auto", pick again for the image now, and tell the dock only when the model
-        changed (its thresholds stay as the user set them otherwise)."""
-        if self.combo.value == AUTO and (picked := self._pick()) != self._auto:
-            self.update(picked=picked)
+        """With "auto", judge the image now in a worker; the dock hears of it
+        (``on_change``) only when the model changes (its thresholds stay as the user set them
+        otherwise)."""
+        if self.combo.value != AUTO:
+            return
+        read = self._image() if self._image is not None else None
+        self._look_job = job = object() if read is not None else None
+
+        def done(picked: str) -> None:
+            if not self._life.alive or self._look_job is not job:
+                return  # the dock is gone, or the image changed again meanwhile
+            self._look_job = None
+            if picked != self._auto:
+                self.update(picked=picked)
+            self._on_look()
+
+        if read is None:  # no image: nothing to read
+            done(DEFAULT_MODEL)
+            return
+        create_worker(
+            pick_model, read, _worker_class=FunctionWorker,
+            _connect={"returned": done, "errored": lambda _exc: done(DEFAULT_MODEL)},
+        )  # fmt: skip
+        self._on_look()
 
     def _choices(self, _widget=None) -> list[tuple[str, str]]:
         """(label, value): "auto" (when the dock looks at images and models are shipped),
@@ -212,9 +238,11 @@ class ModelPicker:
 
     def update(self, _value=None, *, picked: str | None = None) -> None:
         """Show the chosen model on the card and tell the dock (``on_change``); with "auto",
-        pick the model for the image now (the dock calls this when its image changes)."""
-        if self.combo.value == AUTO:
-            self._auto = picked or self._pick()  # the image is read once a change
+        ``picked`` is the model a look chose (None: look at the image again, in a worker)."""
+        if self.combo.value != AUTO:
+            self._look_job = None  # a look under way no longer counts
+        elif picked is not None:
+            self._auto = picked
         source, config = self.chosen, None
         self.card.tooltip = ""
         if source is None:
@@ -236,7 +264,19 @@ class ModelPicker:
                         + self.card.tooltip
                     )
         self._on_change(config)
+        if self.combo.value == AUTO and picked is None:
+            self.refresh()  # until it reports, the card shows the last image's model
 
     def disconnect(self) -> None:
         """Stop listing what is trained in the window (the dock is closing)."""
         self.trained.added.disconnect(self._on_trained)
+
+
+def pick_model(read: Callable[[], object]) -> str:
+    """The shipped model for the image that ``read()`` returns (in a worker): the default for
+    an image whose kind cannot be judged (NaN, a read that fails), whose run names the
+    problem."""
+    try:
+        return auto_model(read(), shipped_models(), DEFAULT_MODEL)
+    except (OSError, ValueError):
+        return DEFAULT_MODEL

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from operator import attrgetter
 from pathlib import Path
@@ -75,6 +76,7 @@ class SegmentWidget(Container):
         self._result: Result | None = None
         self._request: Request | None = None
         self._pending_folder: Path | None = None  # a large run's labels, until shown
+        self._judged: Image | None = None  # the image "auto" last judged
         self._large_folders: dict[str, Path] = {}  # the labels on disk of large layers shown
         self._worker = self._relabel_worker = None
         self._relabel_again = False
@@ -106,6 +108,7 @@ class SegmentWidget(Container):
         self._model = ModelPicker(
             self._viewer, "Model", "Load a napari-nucleiseg checkpoint",
             on_change=self._on_model, choose_trained=True, image=self._look,
+            on_look=self._update_run_button,
         )  # fmt: skip
         self._device = ComboBox(label="Device", choices=available_devices())
         self._device_line = Label(label="")
@@ -271,18 +274,21 @@ class SegmentWidget(Container):
             self._status.value = self._status.tooltip = ""
             self._update_score()
         if self._worker is None:
+            self._judged = image
             self._model.refresh()  # with "auto", the model for this image's kind
         self._update_run_button()
 
-    def _look(self) -> np.ndarray | None:
-        """The chosen image's first plane, or its central 2048x2048 when larger: what the
-        model list's "auto" judges the image's kind by."""
+    def _look(self) -> Callable[[], np.ndarray] | None:
+        """A function that reads the chosen image's first plane, or its central 2048x2048
+        when larger: what the model list's "auto" judges the image's kind by. Only the crop
+        is read, and in the picker's worker (a lazy layer reads it from disk)."""
         layer = self._image.value
         if layer is None:
             return None
-        plane = _layers.image_data(layer)[(0,) * len(_layers.image_lead(layer))]
-        y, x = (max((n - LOOK_SIDE) // 2, 0) for n in plane.shape[:2])
-        return np.asarray(plane[y : y + LOOK_SIDE, x : x + LOOK_SIDE])
+        data, lead = _layers.image_data(layer), len(_layers.image_lead(layer))
+        y, x = (max((n - LOOK_SIDE) // 2, 0) for n in data.shape[lead : lead + 2])
+        crop = (0,) * lead + (slice(y, y + LOOK_SIDE), slice(x, x + LOOK_SIDE))
+        return lambda: np.asarray(data[crop])
 
     def load_checkpoint(self, path: str | Path) -> bool:
         """Offer a checkpoint file as model and choose it; a bad file gives a notification.
@@ -341,16 +347,19 @@ class SegmentWidget(Container):
             return "auto"
         return Microns(value) if self._diameter_unit.value == MICRONS else value
 
+    def _can_run(self) -> bool:
+        """An image and a model, no run under way, and "auto" done judging the image."""
+        busy = self._worker is not None or self._model.looking
+        return self._image.value is not None and self._model.chosen is not None and not busy
+
     def _update_run_button(self) -> None:
-        busy = self._worker is not None
-        ready = self._image.value is not None and self._model.chosen is not None
-        self._run.enabled = ready and not busy
+        self._run.enabled = self._can_run()
 
     # ---- the run ------------------------------------------------------------------------
     def run(self, _value=None) -> None:
         """Segment the chosen image (the Segment button)."""
         image = self._image.value
-        if self._worker is not None or image is None or self._model.chosen is None:
+        if not self._can_run():
             return
         diameter = self._diameter_choice()
         if isinstance(diameter, Microns):  # in the image's pixels, from its scale (or file)
@@ -464,7 +473,9 @@ class SegmentWidget(Container):
     def _on_finished(self) -> None:
         cancelled = self._request is not None and self._request.stop.is_set()
         self._worker = None
-        self._model.refresh()  # the image may have changed while it ran
+        if self._image.value != self._judged:  # the image changed while it ran
+            self._judged = self._image.value
+            self._model.refresh()
         if self._pending_folder is not None:  # a large run that failed or was cancelled
             shutil.rmtree(self._pending_folder, ignore_errors=True)
             self._pending_folder = None
