@@ -27,9 +27,12 @@ def settle(seconds: float = 0.5) -> None:
 
 
 def click_segment(widget, seconds: float = 120) -> None:
-    """Click a Segment nuclei dock's button and let Qt run until the segmentation is done."""
-    widget._run.native.click()
+    """Click a Segment nuclei dock's button (once "auto" has judged the image and enabled it)
+    and let Qt run until the segmentation is done."""
     deadline = time.perf_counter() + seconds
+    while widget._model.looking and time.perf_counter() < deadline:
+        settle(0.1)
+    widget._run.native.click()
     while widget._worker is not None and time.perf_counter() < deadline:
         settle(0.1)
     if widget._worker is not None:
