@@ -18,7 +18,8 @@ from napari_nucleiseg.reference import (
     replay_samples,
     without_measured,
 )
-from napari_nucleiseg.training import read_ids
+from napari_nucleiseg.training import CropDataset, read_ids
+from napari_nucleiseg.training.dataset import Pool
 
 SPLITS = Path(__file__).parents[2] / "scripts" / "splits"
 
@@ -51,14 +52,38 @@ def _sample(name: str, side: int = 64) -> Sample:
 def test_replay_makes_its_share_of_the_crops():
     curated = [_sample(f"c{i}") for i in range(14)]
     added = add_replay(curated, 0.3, lambda s: 1)
-    assert added == 6 and len(curated) == 20  # 6 of 20 crops: 0.3
-    assert [kind_of(s) for s in curated[14:]] == [kind_of(s) for s in replay_samples()[:6]]
+    assert added == 6 and len(curated) == 15  # 6 of 20 crops: 0.3
+    pool = curated[14]
+    assert isinstance(pool, Pool) and pool.crops == 6
+    assert [s.id for s in pool.samples] == [s.id for s in replay_samples()]
     many = [_sample(f"c{i}") for i in range(1000)]  # a large data set: at most 8 each
     assert add_replay(many, 0.3, lambda s: 1) == 8 * len(replay_samples())
     none = [_sample("c")]
     assert add_replay(none, 0.0, lambda s: 1) == 0 and len(none) == 1
     with pytest.raises(ValueError, match="replay share"):
         add_replay(none, 1.0, lambda s: 1)
+
+
+def test_a_few_replay_crops_visit_every_replay_sample_in_turn():
+    """8 curated tiles at share 0.3 give 3 replay crops a repeat, fewer than the set's 12
+    crops of 6 kinds: they take the whole set in turn, so 4 epochs replay each crop once (the
+    first 3 crops, always, once let the other kinds be forgotten)."""
+    curated = [_sample(f"c{i}") for i in range(8)]
+    assert add_replay(curated, 0.3, lambda s: 1) == 3
+    data = CropDataset(curated, crop_size=32)
+    assert len(data) == 11
+    n = len(replay_samples())
+    drawn = []
+    for epoch in range(n // 3):
+        data.set_epoch(epoch)
+        sources = [data.source(i) for i in range(len(data))]
+        assert sources[:8] == list(range(8))
+        drawn += sources[8:]
+    assert sorted(drawn) == list(range(8, 8 + n))  # each replay crop once
+    image, targets = data[10]  # a replay crop, as any other
+    assert image.shape[-2:] == targets.shape[-2:] == (32, 32)
+    twice = CropDataset(curated, crop_size=32, repeats=2)  # the second repeat goes on in turn
+    assert len({twice.source(i) for i in range(22) if i % 11 >= 8}) == 6
 
 
 def test_a_kind_down_by_more_than_the_tolerance_is_said():

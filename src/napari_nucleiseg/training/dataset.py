@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,10 +98,31 @@ def split_samples(
 AREA_PER_CROP = 512 * 512
 
 
+@dataclass(frozen=True, eq=False)  # samples hold arrays: a pool is itself only
+class Pool:
+    """Samples that share ``crops`` crops a repeat of a :class:`CropDataset`: each crop comes
+    from one of them drawn at random, so that a few crops a repeat still visit every sample
+    in turn (a fine-tune's replay of every kind its base knew, whatever the share)."""
+
+    samples: tuple[Sample, ...]
+    crops: int
+
+    def __post_init__(self) -> None:
+        if not self.samples or self.crops < 1:
+            raise ValueError(f"a pool needs samples and crops >= 1, got {len(self.samples)}, "
+                             f"{self.crops}")  # fmt: skip
+
+
 def crops_of(
-    sample: Sample, normalization: NormalizeConfig, inverted_repeats: int = 1, by_area: bool = False
+    sample: Sample | Pool,
+    normalization: NormalizeConfig,
+    inverted_repeats: int = 1,
+    by_area: bool = False,
 ) -> int:
-    """Crops of ``sample`` in one repeat of a :class:`CropDataset` (see its parameters)."""
+    """Crops of ``sample`` (or a :class:`Pool`'s) in one repeat of a :class:`CropDataset` (see
+    its parameters)."""
+    if isinstance(sample, Pool):
+        return sample.crops
     inverted = inverted_repeats > 1 and should_invert(sample.image, normalization)
     area = max(1, round(sample.labels.size / AREA_PER_CROP)) if by_area else 1
     return (inverted_repeats if inverted else 1) * area
@@ -111,8 +133,9 @@ class CropDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    samples : sequence of Sample
-        Annotated samples (``labels`` not None).
+    samples : sequence of Sample or Pool
+        Annotated samples (``labels`` not None); a :class:`Pool` gives its crops from its
+        samples drawn at random.
     maps : sequence of str
         Target maps, e.g. ("body", "border"); see ``targets_from_labels``.
     normalization : NormalizeConfig
@@ -140,7 +163,7 @@ class CropDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        samples: Sequence[Sample],
+        samples: Sequence[Sample | Pool],
         *,
         maps: Sequence[str] = ("body", "border"),
         normalization: NormalizeConfig | None = None,
@@ -155,7 +178,9 @@ class CropDataset(torch.utils.data.Dataset):
     ):
         if not samples:
             raise ValueError("no training samples")
-        missing = [s.id for s in samples if s.labels is None]
+        #: every sample, a pool's included
+        self.samples = [m for s in samples for m in (s.samples if isinstance(s, Pool) else [s])]
+        missing = [s.id for s in self.samples if s.labels is None]
         if missing:
             raise ValueError(f"samples without labels cannot train: {', '.join(missing[:3])}")
         if crop_size < 8 or repeats < 1 or inverted_repeats < 1:
@@ -163,7 +188,6 @@ class CropDataset(torch.utils.data.Dataset):
                 "need crop_size >= 8, repeats >= 1 and inverted_repeats >= 1, "
                 f"got {crop_size}, {repeats}, {inverted_repeats}"
             )
-        self.samples = list(samples)
         self.maps = tuple(maps)
         self.normalization = normalization or NormalizeConfig()
         self.augment = augment or AugmentConfig()
@@ -174,16 +198,31 @@ class CropDataset(torch.utils.data.Dataset):
             1.0 if diameter is None else (median_diameter(s.labels) or diameter) / diameter
             for s in self.samples
         ]
-        #: sample index of every crop of one repeat
-        self.order = [
-            i
-            for i, sample in enumerate(self.samples)
-            for _ in range(crops_of(sample, self.normalization, inverted_repeats, by_area))
-        ]
+        #: every crop of one repeat: the sample indices it is drawn from (one, or a pool's),
+        #: which of its entry's crops it is, and how many crops that entry has
+        self.order: list[tuple[range, int, int]] = []
+        start = 0
+        for entry in samples:
+            members = range(start, start + (len(entry.samples) if isinstance(entry, Pool) else 1))
+            start = members.stop
+            crops = crops_of(entry, self.normalization, inverted_repeats, by_area)
+            self.order += [(members, j, crops) for j in range(crops)]
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a new set of crops (call at the start of every epoch)."""
         self.epoch = epoch
+
+    def source(self, index: int) -> int:
+        """The index in ``samples`` of the sample that item ``index`` crops this epoch. A
+        pool's crops take its samples in turn, epoch after epoch, each lap in a seeded random
+        order: every sample once before any twice."""
+        members, j, crops = self.order[index % len(self.order)]
+        if len(members) == 1:
+            return members[0]
+        turn = (self.epoch * self.repeats + index // len(self.order)) * crops + j
+        lap, at = divmod(turn, len(members))
+        rng = np.random.default_rng([self.seed, members.start, lap])
+        return members[rng.permutation(len(members))[at]]
 
     def __len__(self) -> int:
         return len(self.order) * self.repeats
@@ -196,7 +235,7 @@ class CropDataset(torch.utils.data.Dataset):
         image : (C, S, S) float32 tensor
         targets : (len(maps), S, S) float32 tensor of 0 and 1
         """
-        which = self.order[index % len(self.order)]
+        which = self.source(index)
         sample = self.samples[which]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         raw = jitter_stain(sample.image, rng, self.augment)
