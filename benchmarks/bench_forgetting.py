@@ -7,7 +7,10 @@ then the base and each fine-tune are scored on the MoNuSeg tiles never trained o
 (``scripts/splits/monuseg_val.txt``), and the reference set's kinds are read from the
 new checkpoints' cards (scored by the command itself, before and after).
 
-    python benchmarks/bench_forgetting.py --replay 0 0.3 --epochs 8 --time-limit 10
+    python benchmarks/bench_forgetting.py --replay 0 0.3 --time-limit 10
+
+Without ``--epochs`` and ``--extra`` each run is the command's own fine-tune (the Train
+dock's settings).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def main() -> None:
     p.add_argument("--replay", type=float, nargs="+", default=[0.0, 0.3])
     p.add_argument("--tiles", type=int, default=10)
     p.add_argument("--val", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, help="(default: a fine-tune's, as the command runs it)")
     p.add_argument("--time-limit", type=float, default=10.0, help="minutes of training")
     p.add_argument("--extra", default="", help="more options for nucleiseg train")
     args = p.parse_args()
@@ -86,7 +89,8 @@ def main() -> None:
             out = Path(tmp) / f"tuned-{share}.pt"
             command = [
                 sys.executable, "-m", "napari_nucleiseg.cli", "train", str(root), "-o", str(out),
-                "--base-model", args.base, "--replay", str(share), "--epochs", str(args.epochs),
+                "--base-model", args.base, "--replay", str(share),
+                *(["--epochs", str(args.epochs)] if args.epochs else []),
                 "--val-ids", str(Path(tmp) / "val.txt"), "--time-limit", str(args.time_limit),
                 "--device", "cpu", *args.extra.split(),
             ]  # fmt: skip

@@ -40,7 +40,9 @@ from .models import ModelConfig, load_model, save_checkpoint
 from .models.checkpoint import TrainingInfo
 from .reference import (
     FINETUNE_ANCHOR,
+    FINETUNE_EPOCHS,
     FINETUNE_LR,
+    FINETUNE_REPEATS,
     REPLAY_SHARE,
     Forgetting,
     add_replay,
@@ -263,8 +265,14 @@ def finetune_settings(**changes) -> TrainConfig:
     """:class:`TrainConfig` with a fine-tune's defaults, changed by ``changes``: learning rate
     :data:`~napari_nucleiseg.reference.FINETUNE_LR`, the weights pulled toward the base's
     (:data:`~napari_nucleiseg.reference.FINETUNE_ANCHOR`) and the base's batch-norm statistics
-    kept, so that a few images of one kind do not move what the base knew of the others."""
-    defaults = {"lr": FINETUNE_LR, "anchor": FINETUNE_ANCHOR, "keep_norm_stats": True}
+    kept, so that a few images of one kind do not move what the base knew of the others;
+    :data:`~napari_nucleiseg.reference.FINETUNE_EPOCHS` passes of
+    :data:`~napari_nucleiseg.reference.FINETUNE_REPEATS` crops a sample, since a few curated
+    images give few crops. The Train dock and ``nucleiseg train --base-model`` start here."""
+    defaults = {
+        "lr": FINETUNE_LR, "anchor": FINETUNE_ANCHOR, "keep_norm_stats": True,
+        "epochs": FINETUNE_EPOCHS, "repeats": FINETUNE_REPEATS,
+    }  # fmt: skip
     return TrainConfig(**(defaults | changes))
 
 

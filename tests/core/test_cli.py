@@ -19,7 +19,12 @@ from napari_nucleiseg.io import list_samples, read_sample, write_submission
 from napari_nucleiseg.io.scoring import evaluate_paths
 from napari_nucleiseg.io.stage1 import image_path
 from napari_nucleiseg.metrics import score_dataset
-from napari_nucleiseg.reference import FINETUNE_ANCHOR, FINETUNE_LR
+from napari_nucleiseg.reference import (
+    FINETUNE_ANCHOR,
+    FINETUNE_EPOCHS,
+    FINETUNE_LR,
+    FINETUNE_REPEATS,
+)
 from napari_nucleiseg.samples import SAMPLES, sample_folder
 
 
@@ -219,8 +224,10 @@ def _help(command: str) -> str:
 
 def test_help_shows_defaults_and_readable_choices():
     train = _help("train")
-    for default in ["(default: 30)", "(default: 8)", "(default: adam)", "(default: 0.3)"]:
+    for default in ["(default: 8)", "(default: adam)", "(default: 0.3)"]:
         assert default in train
+    assert f"(default: 30, or {FINETUNE_EPOCHS} for a fine-tune)" in train  # --epochs
+    assert f"(default: 1, or {FINETUNE_REPEATS} for a fine-tune" in train  # --repeats
     assert f"(default: 0.001, or {FINETUNE_LR} for a" in train  # a fine-tune's
     assert f"(default {FINETUNE_ANCHOR}; 0: none)" in train
     assert "--maps MAPS" in train and "body,border or body,border,contour" in train

@@ -14,7 +14,7 @@ from napari_nucleiseg.finetune import finetune_settings
 from napari_nucleiseg.inference import drain
 from napari_nucleiseg.io import read_sample
 from napari_nucleiseg.models import ModelConfig, TrainingInfo, load_model
-from napari_nucleiseg.reference import FINETUNE_ANCHOR, FINETUNE_LR
+from napari_nucleiseg.reference import FINETUNE_ANCHOR, FINETUNE_LR, FINETUNE_REPEATS
 from napari_nucleiseg.samples import sample_folder
 from napari_nucleiseg.training import (
     AugmentConfig,
@@ -380,6 +380,8 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     assert two.training.base["source"] == str(first)
     assert two.training.settings["lr"] == FINETUNE_LR and two.training.settings["keep_norm_stats"]
     assert two.training.settings["anchor"] == FINETUNE_ANCHOR
+    # a fine-tune draws the Train dock's crops a sample; a new network one
+    assert two.training.settings["repeats"] == FINETUNE_REPEATS != one.training.settings["repeats"]
     assert two.training.base["settings"] == one.training.settings
     assert two.training.base["machine"] == one.training.machine != ""
     assert three.training.base["base"] == two.training.base  # the whole history travels

@@ -32,7 +32,7 @@ from superqt.utils import GeneratorWorker
 
 from ..errors import FileProblem, NucleisegError, one_line
 from ..finetune import FinetuneResult, Stage, finetune, finetune_settings, plan_validation
-from ..reference import FINETUNE_LR
+from ..reference import FINETUNE_EPOCHS, FINETUNE_LR, FINETUNE_REPEATS
 from ..training import TrainConfig, TrainProgress
 from ._layers import rows, scroll, section, show_line, text_lines
 from ._lifetime import CloseWatcher, Lifetime, while_alive
@@ -97,8 +97,8 @@ class TrainWidget(Container):
         self._original, self._add_original, original_row = _path_row("Original data", "Choose…")
         self._holdout = FloatSpinBox(label="Hold out", min=0.0, max=0.9, step=0.05, value=0.2)
         self._validation = Label(label="")
-        self._epochs = SpinBox(label="Epochs", min=1, max=10_000, value=10)
-        self._repeats = SpinBox(label="Crops per sample", min=1, max=1000, value=8)
+        self._epochs = SpinBox(label="Epochs", min=1, max=10_000, value=FINETUNE_EPOCHS)
+        self._repeats = SpinBox(label="Crops per sample", min=1, max=1000, value=FINETUNE_REPEATS)
         self._batch = SpinBox(label="Batch size", min=1, max=256, value=8)
         self._crop = SpinBox(label="Crop size", min=32, max=1024, step=16, value=256)
         self._optimizer = ComboBox(label="Optimiser", choices=OPTIMIZERS, value="adam")

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from ..errors import FileProblem
-from ..reference import FINETUNE_ANCHOR, FINETUNE_LR, REPLAY_SHARE
+from ..reference import (
+    FINETUNE_ANCHOR,
+    FINETUNE_EPOCHS,
+    FINETUNE_LR,
+    FINETUNE_REPEATS,
+    REPLAY_SHARE,
+)
 from . import add_device, number_within, positive_number, use_backend
 
 if TYPE_CHECKING:  # the models import torch: the command loads them only when it runs
@@ -22,6 +28,8 @@ if TYPE_CHECKING:  # the models import torch: the command loads them only when i
 NEW_NETWORK = {"model": "unet", "depth": 4, "channels": "grey", "maps": "body,border,contour"}
 #: ``--width`` when not given, by architecture
 NEW_WIDTH = {"unet": 16, "linknet": 32}
+#: passes of a network trained from scratch (a fine-tune's: reference.FINETUNE_EPOCHS)
+NEW_EPOCHS = 30
 #: what ``--maps`` takes: the border map, or the border and contour maps, separate touching nuclei
 MAP_CHOICES = ("body,border", "body,border,contour")
 
@@ -87,13 +95,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"what the network predicts: {' or '.join(MAP_CHOICES)} "
         f"(default: {NEW_NETWORK['maps']}); the border and contour separate touching nuclei",
     )
-    p.add_argument("--epochs", type=int, default=30, help="passes over the training samples")
+    p.add_argument(
+        "--epochs",
+        type=_positive,
+        help=f"passes over the training samples (default: {NEW_EPOCHS}, or {FINETUNE_EPOCHS} "
+        "for a fine-tune)",
+    )
     p.add_argument(
         "--steps-per-epoch", type=int, help="cap on optimiser steps per epoch (default: none)"
     )
     p.add_argument("--batch-size", type=int, default=8, help="crops per optimiser step")
     p.add_argument("--crop-size", type=int, default=256, help="side of a training crop in pixels")
-    p.add_argument("--repeats", type=_positive, default=1, help="crops per sample per epoch")
+    p.add_argument(
+        "--repeats",
+        type=_positive,
+        help=f"crops per sample per epoch (default: 1, or {FINETUNE_REPEATS} for a fine-tune: "
+        "a few curated images give few crops)",
+    )
     p.add_argument(
         "--inverted-repeats",
         type=_positive,
@@ -288,14 +306,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.anchor is not None:
         tuned["anchor"] = args.anchor
     make, extra = (finetune_settings, tuned) if args.base_model else (TrainConfig, {})
-    if args.lr is not None:
-        extra["lr"] = args.lr
+    if not args.base_model:
+        extra["epochs"] = NEW_EPOCHS
+    given = {"lr": args.lr, "epochs": args.epochs, "repeats": args.repeats}
+    extra.update({k: v for k, v in given.items() if v is not None})
     settings = make(
         augment=augment,
-        epochs=args.epochs,
         batch_size=args.batch_size,
         crop_size=args.crop_size,
-        repeats=args.repeats,
         inverted_repeats=args.inverted_repeats,
         by_area=args.crops_by_area,
         max_steps=args.steps_per_epoch,
