@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import napari_nucleiseg
 from napari_nucleiseg.errors import FileProblem
 from napari_nucleiseg.models import (
     LinkNet,
@@ -137,6 +138,26 @@ def test_foreign_and_unsafe_files_are_refused(tmp_path):
         load_model(tmp_path / "unsafe.pt")
     with pytest.raises(FileProblem, match="missing.pt"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_a_setting_this_version_does_not_know_names_the_writer(tmp_path):
+    """A checkpoint whose config holds a key a later version added (as ``min_mean_prob`` was)
+    is refused, naming the file, the key and the version that wrote it."""
+    config = ModelConfig("unet", {"depth": 1, "base": 2})
+    path = save_checkpoint(tmp_path / "later.pt", config.build(), config)
+    payload = torch.load(path, weights_only=True)
+    assert payload["written_by"] == napari_nucleiseg.__version__
+    later = json.loads(payload["config"])
+    later["postprocess"]["min_halo"] = 3
+    torch.save(payload | {"config": json.dumps(later), "written_by": "9.0"}, path)
+    with pytest.raises(
+        FileProblem, match=r"later.pt.*unknown keys: min_halo.*napari-nucleiseg 9\.0"
+    ):
+        load_model(path)
+    del payload["written_by"]  # written before the version was recorded
+    torch.save(payload | {"config": json.dumps(later)}, path)
+    with pytest.raises(FileProblem, match="min_halo.*written by another version"):
+        load_model(path)
 
 
 def test_unknown_name_lists_shipped_models():

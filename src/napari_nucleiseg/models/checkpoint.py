@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .. import __version__
 from ..errors import FileProblem
 from ..io.atomic import replacing
 from ..postprocess import MAPS, PostprocessConfig
@@ -246,6 +247,7 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "version": VERSION,
+        "written_by": __version__,  # read back when a later version's config is not understood
         "config": json.dumps(config.to_dict()),
         "state_dict": state,
     }
@@ -319,7 +321,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     try:
         config = ModelConfig.from_dict(json.loads(payload["config"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise FileProblem(path, f"has an invalid config: {exc}") from None
+        newer = ""
+        if "unknown keys" in str(exc):  # settings a later version added, e.g. a new threshold
+            writer = payload.get("written_by")
+            by = f"napari-nucleiseg {writer}" if isinstance(writer, str) else "another version"
+            newer = f" (written by {by}; this is {__version__}: a newer one may read it)"
+        raise FileProblem(path, f"has an invalid config: {exc}{newer}") from None
     return config, state
 
 
