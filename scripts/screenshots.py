@@ -33,6 +33,8 @@ def click_segment(widget, seconds: float = 120) -> None:
     while widget._model.looking and time.perf_counter() < deadline:
         settle(0.1)
     widget._run.native.click()
+    if widget._worker is None:
+        raise SystemExit("the Segment button did not start a run (no image or model?)")
     while widget._worker is not None and time.perf_counter() < deadline:
         settle(0.1)
     if widget._worker is not None:

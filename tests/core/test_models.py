@@ -156,7 +156,7 @@ def test_a_setting_this_version_does_not_know_names_the_writer(tmp_path):
         load_model(path)
     del payload["written_by"]  # written before the version was recorded
     torch.save(payload | {"config": json.dumps(later)}, path)
-    with pytest.raises(FileProblem, match="min_halo.*written by another version"):
+    with pytest.raises(FileProblem, match="min_halo.*written by another build"):
         load_model(path)
 
 

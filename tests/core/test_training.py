@@ -372,7 +372,8 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     assert main([*scratch, "--depth", "2", *quick, "--lr", "0.01"]) == 0
     assert main(["train", str(root), "-o", str(second), "--base-model", str(first), *quick]) == 0
     tune = ["train", str(root), "-o", str(third), "--base-model", str(second)]
-    assert main([*tune, *quick, "--inverted-repeats", "3", "--gap-weight", "4"]) == 0
+    more = ["--inverted-repeats", "3", "--gap-weight", "4", "--repeats", "2"]
+    assert main([*tune, *quick, *more]) == 0
     _, one = load_model(first)
     _, two = load_model(second)
     _, three = load_model(third)
@@ -380,8 +381,10 @@ def test_train_cli_fine_tunes_and_records_where_it_started(tmp_path, capsys):
     assert two.training.base["source"] == str(first)
     assert two.training.settings["lr"] == FINETUNE_LR and two.training.settings["keep_norm_stats"]
     assert two.training.settings["anchor"] == FINETUNE_ANCHOR
-    # a fine-tune draws the Train dock's crops a sample; a new network one
+    # a fine-tune draws the Train dock's crops a sample; a new network one; what is given wins
     assert two.training.settings["repeats"] == FINETUNE_REPEATS != one.training.settings["repeats"]
+    assert two.training.settings["epochs"] == one.training.settings["epochs"] == 1
+    assert three.training.settings["repeats"] == 2
     assert two.training.base["settings"] == one.training.settings
     assert two.training.base["machine"] == one.training.machine != ""
     assert three.training.base["base"] == two.training.base  # the whole history travels

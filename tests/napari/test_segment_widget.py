@@ -306,15 +306,17 @@ def test_auto_judges_the_image_in_a_worker_and_holds_the_run_meanwhile(
     make_napari_viewer, qtbot, monkeypatch
 ):
     """Reading a lazy layer's crop and its polarity statistics can stall the window, so "auto"
-    judges the image in a worker: the Segment button waits for it, and only the pick for
-    the image now on the dock counts."""
+    judges the image in a thread: the Segment button waits for it, the card says so, and
+    only the pick for the image now on the dock, while the list says "auto", counts."""
     if not {DEFAULT_MODEL, HE_MODEL} <= set(shipped_models()):
         pytest.skip(f"{DEFAULT_MODEL} and {HE_MODEL} are not both installed")
-    gate, on_gui_thread = threading.Event(), []
+    gates = {320: threading.Event(), 256: threading.Event()}  # by width: H&E, DAPI
+    on_gui_thread, finished = [], []
 
     def slow_pick(image, installed, default):
         on_gui_thread.append(threading.current_thread() is threading.main_thread())
-        assert gate.wait(timeout=WAIT_MS / 1000)
+        assert gates[image.shape[1]].wait(timeout=WAIT_MS / 1000)
+        finished.append(image.shape[1])
         return kinds.auto_model(image, installed, default)
 
     monkeypatch.setattr(model_picker, "auto_model", slow_pick)
@@ -322,11 +324,28 @@ def test_auto_judges_the_image_in_a_worker_and_holds_the_run_meanwhile(
     widget = open_dock(viewer, "Segment nuclei")
     he = viewer.add_image(read_sample(sample_folder("histology")).image, name="H&E")
     assert widget._image.value is he and widget._model.looking and not widget._run.enabled
+    assert "judging" in widget._model.card.value
     viewer.add_image(read_sample(sample_folder("fluorescence")).image, name="DAPI")
-    gate.set()  # both looks end; the H&E one is stale
+    gates[256].set()  # the DAPI look ends first ...
     assert judged(qtbot, widget) == DEFAULT_MODEL and widget._run.enabled
-    assert on_gui_thread and not any(on_gui_thread)
+    assert widget._model.card.value.startswith(f"auto: {DEFAULT_MODEL} for this image")
+    gates[320].set()  # ... then the stale H&E one, whose pick is dropped
+    qtbot.waitUntil(lambda: len(finished) == 2, timeout=WAIT_MS)
+    qtbot.wait(100)  # its queued result reaches the GUI thread
+    assert widget._model.chosen == DEFAULT_MODEL and widget._run.enabled
+    assert on_gui_thread == [False, False]
+    # a model chosen by hand while "auto" judges: the look no longer counts
+    gates[320].clear()
     widget._image.value = he
+    assert widget._model.looking and not widget._run.enabled
+    widget._model.combo.value = HE_MODEL
+    assert not widget._model.looking and widget._run.enabled
+    widget._model.combo.value = DEFAULT_MODEL
+    gates[320].set()
+    qtbot.waitUntil(lambda: len(finished) == 3, timeout=WAIT_MS)
+    qtbot.wait(100)
+    assert widget._model.chosen == DEFAULT_MODEL and widget._model.value == DEFAULT_MODEL
+    widget._model.combo.value = AUTO  # back to "auto": it judges the H&E image again
     assert judged(qtbot, widget) == HE_MODEL and widget._run.enabled
 
 

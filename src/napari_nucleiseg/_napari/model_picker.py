@@ -10,16 +10,16 @@ starts with it in its list.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Label
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from psygnal import Signal
 from qtpy.QtCore import QObject, Qt
+from qtpy.QtCore import Signal as QtSignal
 from qtpy.QtWidgets import QFileDialog
-from superqt.utils import FunctionWorker
 
 from ..errors import one_line
 from ..kinds import HE_MODEL, auto_model
@@ -126,6 +126,8 @@ class ModelPicker:
         self.trained.added.connect(self._on_trained)
         self._life = Lifetime()
         self.combo.native.destroyed.connect(self._life.end)
+        self._looks = _Looks(self.combo.native)  # deleted with the list
+        self._looks.done.connect(self._looked)
 
     @property
     def value(self) -> str | None:
@@ -152,29 +154,38 @@ class ModelPicker:
         return self._look_job is not None
 
     def refresh(self) -> None:
-        """With "auto", judge the image now in a worker; the dock hears of it
-        (``on_change``) only when the model changes (its thresholds stay as the user set them
-        otherwise)."""
+        """With "auto", judge the image now in a thread of its own (not Qt's shared pool, where
+        a training or folder run would hold it up); the dock hears of it (``on_change``) only
+        when the model changes (its thresholds stay as the user set them otherwise)."""
         if self.combo.value != AUTO:
             return
         read = self._image() if self._image is not None else None
-        self._look_job = job = object() if read is not None else None
-
-        def done(picked: str) -> None:
-            if not self._life.alive or self._look_job is not job:
-                return  # the dock is gone, or the image changed again meanwhile
-            self._look_job = None
-            if picked != self._auto:
-                self.update(picked=picked)
-            self._on_look()
-
         if read is None:  # no image: nothing to read
-            done(DEFAULT_MODEL)
+            self._look_job = None
+            self._looked(None, DEFAULT_MODEL)
             return
-        create_worker(
-            pick_model, read, _worker_class=FunctionWorker,
-            _connect={"returned": done, "errored": lambda _exc: done(DEFAULT_MODEL)},
-        )  # fmt: skip
+        self._look_job = job = object()
+        self.card.value, self.card.tooltip = "auto: judging this image's kind…", ""
+
+        def look() -> None:
+            picked = pick_model(read)
+            try:
+                self._looks.done.emit(job, picked)  # queued to the GUI thread
+            except RuntimeError:
+                pass  # the dock was deleted meanwhile
+
+        threading.Thread(target=look, name="nucleiseg-look", daemon=True).start()
+        self._on_look()
+
+    def _looked(self, job: object | None, picked: str) -> None:
+        """A look's pick, on the GUI thread; only the latest look counts."""
+        if not self._life.alive or self._look_job is not job:
+            return  # the dock is gone, the image changed again, or the model left "auto"
+        self._look_job = None
+        if picked != self._auto:
+            self.update(picked=picked)
+        else:
+            self._show_card(report=False)  # the same model: the user's thresholds stay
         self._on_look()
 
     def _choices(self, _widget=None) -> list[tuple[str, str]]:
@@ -243,33 +254,46 @@ class ModelPicker:
             self._look_job = None  # a look under way no longer counts
         elif picked is not None:
             self._auto = picked
+        self._on_change(self._show_card())
+        if self.combo.value == AUTO and picked is None:
+            self.refresh()  # until it reports, the card says the image is being judged
+
+    def _show_card(self, report: bool = True) -> ModelConfig | None:
+        """Sum the chosen model up on the card; returns its config (None: none usable, and a
+        notification when ``report``)."""
         source, config = self.chosen, None
         self.card.tooltip = ""
         if source is None:
             self.card.value = "Choose a model." if shipped_models() else NO_MODEL
-        else:
-            try:
-                config = model_config(source)
-            except (OSError, ValueError) as exc:
+            return None
+        try:
+            config = model_config(source)
+        except (OSError, ValueError) as exc:
+            if report:
                 show_error(f"Cannot use model {source}: {one_line(exc)}")
-                self.card.value = f"Cannot read this model: {one_line(exc)}"
-            else:
-                self.card.value, self.card.tooltip = model_card(source, config)
-                if self.combo.value == AUTO:
-                    self.card.value = f"auto: {source} for this image. " + self.card.value
-                    self.card.tooltip = (
-                        f"'auto' segments H&E-like images (colour on a bright background) with "
-                        f"{HE_MODEL} when it is installed, every other image with "
-                        f"{DEFAULT_MODEL}; the thresholds follow the model picked.\n\n"
-                        + self.card.tooltip
-                    )
-        self._on_change(config)
-        if self.combo.value == AUTO and picked is None:
-            self.refresh()  # until it reports, the card shows the last image's model
+            self.card.value = f"Cannot read this model: {one_line(exc)}"
+            return None
+        self.card.value, self.card.tooltip = model_card(source, config)
+        if self.combo.value == AUTO:
+            self.card.value = f"auto: {source} for this image. " + self.card.value
+            self.card.tooltip = (
+                f"'auto' segments H&E-like images (colour on a bright background) with "
+                f"{HE_MODEL} when it is installed, every other image with "
+                f"{DEFAULT_MODEL}; the thresholds follow the model picked.\n\n" + self.card.tooltip
+            )
+        return config
 
     def disconnect(self) -> None:
-        """Stop listing what is trained in the window (the dock is closing)."""
+        """Stop listing what is trained in the window, and drop a look under way (the dock is
+        closing)."""
         self.trained.added.disconnect(self._on_trained)
+        self._look_job = None
+
+
+class _Looks(QObject):
+    """Carries a look's pick from its thread to the GUI thread (a queued signal)."""
+
+    done = QtSignal(object, str)
 
 
 def pick_model(read: Callable[[], object]) -> str:
@@ -278,5 +302,5 @@ def pick_model(read: Callable[[], object]) -> str:
     problem."""
     try:
         return auto_model(read(), shipped_models(), DEFAULT_MODEL)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 (a lazy layer's reader may raise anything; the run says it)
         return DEFAULT_MODEL

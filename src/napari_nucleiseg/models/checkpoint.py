@@ -324,8 +324,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
         newer = ""
         if "unknown keys" in str(exc):  # settings a later version added, e.g. a new threshold
             writer = payload.get("written_by")
-            by = f"napari-nucleiseg {writer}" if isinstance(writer, str) else "another version"
-            newer = f" (written by {by}; this is {__version__}: a newer one may read it)"
+            if isinstance(writer, str) and writer != __version__:
+                newer = f" (written by napari-nucleiseg {writer}; this is {__version__}: a newer "
+                newer += "one may read it)"
+            else:
+                newer = " (written by another build of napari-nucleiseg: a newer one may read it)"
         raise FileProblem(path, f"has an invalid config: {exc}{newer}") from None
     return config, state
 

@@ -100,9 +100,9 @@ AREA_PER_CROP = 512 * 512
 
 @dataclass(frozen=True, eq=False)  # samples hold arrays: a pool is itself only
 class Pool:
-    """Samples that share ``crops`` crops a repeat of a :class:`CropDataset`: each crop comes
-    from one of them drawn at random, so that a few crops a repeat still visit every sample
-    in turn (a fine-tune's replay of every kind its base knew, whatever the share)."""
+    """Samples that share ``crops`` crops a repeat of a :class:`CropDataset`: the crops take
+    the samples in turn, epoch after epoch, so that a few crops a repeat still visit every
+    sample (a fine-tune's replay of every kind its base knew, whatever the share)."""
 
     samples: tuple[Sample, ...]
     crops: int
@@ -135,7 +135,7 @@ class CropDataset(torch.utils.data.Dataset):
     ----------
     samples : sequence of Sample or Pool
         Annotated samples (``labels`` not None); a :class:`Pool` gives its crops from its
-        samples drawn at random.
+        samples in turn (:meth:`source`).
     maps : sequence of str
         Target maps, e.g. ("body", "border"); see ``targets_from_labels``.
     normalization : NormalizeConfig
@@ -176,6 +176,7 @@ class CropDataset(torch.utils.data.Dataset):
         diameter: float | None = None,
         seed: int = 0,
     ):
+        samples = list(samples)
         if not samples:
             raise ValueError("no training samples")
         #: every sample, a pool's included
@@ -209,7 +210,8 @@ class CropDataset(torch.utils.data.Dataset):
             self.order += [(members, j, crops) for j in range(crops)]
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw a new set of crops (call at the start of every epoch)."""
+        """Draw a new set of crops (call at the start of every epoch; the trainer counts
+        them from 1, and 0 is the epoch before any call)."""
         self.epoch = epoch
 
     def source(self, index: int) -> int:
@@ -219,7 +221,8 @@ class CropDataset(torch.utils.data.Dataset):
         members, j, crops = self.order[index % len(self.order)]
         if len(members) == 1:
             return members[0]
-        turn = (self.epoch * self.repeats + index // len(self.order)) * crops + j
+        passes = max(self.epoch - 1, 0)  # epochs 0 and 1 both start at the first turn
+        turn = (passes * self.repeats + index // len(self.order)) * crops + j
         lap, at = divmod(turn, len(members))
         rng = np.random.default_rng([self.seed, members.start, lap])
         return members[rng.permutation(len(members))[at]]
