@@ -28,13 +28,16 @@ colour='colour'
 rare='512x640|603x1272|260x347|1040x1388|256x320-grey'
 new=(--diameter 20 --zoom 0.4,2.5 --stain 0.2)
 old=(--zoom 0.6,1.6 --stain 0)
+# the ship-* runs were made before a fine-tune kept its base's batch-norm statistics, replayed
+# the reference set and had an anchor: these options restore what they did
+refit=(--learn-norm-stats --replay 0 --anchor 0)
 scratch=(--model unet --width 16 --depth 4 --maps body,border,contour --batch-size 16 --lr 1e-3
          --ema 0.998 --epochs 14 --repeats 2 --inverted-repeats 3 --seed 0)
 nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"
-train $(kinds '^$') -o "$runs/ship-cc0.pt" --base-model dsb2018-unet "${new[@]}" \
+train $(kinds '^$') -o "$runs/ship-cc0.pt" --base-model dsb2018-unet "${new[@]}" "${refit[@]}" \
   --val-ids scripts/splits/val_ids.txt --batch-size 16 --lr 3e-4 --ema 0.995 --epochs 18 \
   --repeats 2 --inverted-repeats 3 --seed 5 > "$runs/ship-cc0.log" 2>&1 &
-train "$data/monuseg" "$data"/dsb/*-bright -o "$runs/ship-he.pt" --base-model dsb2018-unet \
+train "$data/monuseg" "$data"/dsb/*-bright -o "$runs/ship-he.pt" --base-model dsb2018-unet "${refit[@]}" \
   "${new[@]}" --crops-by-area --val-ids scripts/splits/val_ids.txt --batch-size 16 --lr 3e-4 \
   --ema 0.995 --epochs 16 --repeats 8 --seed 6 > "$runs/ship-he.log" 2>&1 &
 for held in colour rare; do

@@ -22,6 +22,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 data=${1:-$here/../../shared/data/dsb2018/stage1_train_fixed}
 out=${2:-$here/../runs}
 mkdir -p "$out"
+# the later stages were run before a fine-tune had defaults of its own (8 crops a sample, the
+# base's batch-norm statistics kept, replay, an anchor): these options restore what they did
+refit=(--repeats 1 --learn-norm-stats --replay 0 --anchor 0)
 common=(--exclude-ids "$here/splits/exclude_ids.txt" --val-ids "$here/splits/val_ids.txt"
         --crop-size 192 --batch-size 8 --optimizer adam --lr 1e-3 --weight-decay 1e-4
         --channels grey --maps body,border,contour --threads 1 --seed 0 --device auto --overwrite)
@@ -36,17 +39,17 @@ wait "$unet"
 # stage 2, alone on both cores (the shipped dsb2018-unet started from stage 1's weights as
 # shipped: float16, with the thresholds tuned on the validation split); later options win
 nucleiseg train "$data" -o "$out/unet-stage2.pt" --base-model "$out/unet.pt" --epochs 20 \
-  "${common[@]}" --lr 3e-4 --seed 1 --threads 2 > "$out/unet-stage2.log" 2>&1
+  "${common[@]}" "${refit[@]}" --lr 3e-4 --seed 1 --threads 2 > "$out/unet-stage2.log" 2>&1
 # stage 3 (the shipped one started from stage 2 as shipped: float16, thresholds 0.7/0.9)
 nucleiseg train "$data" -o "$out/unet-stage3.pt" --base-model "$out/unet-stage2.pt" --epochs 20 \
-  "${common[@]}" --lr 3e-4 --gap-weight 5 --seed 2 --threads 2 > "$out/unet-stage3.log" 2>&1
+  "${common[@]}" "${refit[@]}" --lr 3e-4 --gap-weight 5 --seed 2 --threads 2 > "$out/unet-stage3.log" 2>&1
 # stage 4: 34 more epochs, validating and keeping a moving average of the weights (--ema)
 nucleiseg train "$data" -o "$out/unet-stage4.pt" --base-model "$out/unet-stage3.pt" --epochs 34 \
-  "${common[@]}" --lr 3e-4 --gap-weight 5 --ema 0.995 --seed 3 --threads 2 \
+  "${common[@]}" "${refit[@]}" --lr 3e-4 --gap-weight 5 --ema 0.995 --seed 3 --threads 2 \
   > "$out/unet-stage4.log" 2>&1
 # stage 5: one more cycle, 28 epochs
 nucleiseg train "$data" -o "$out/unet-stage5.pt" --base-model "$out/unet-stage4.pt" --epochs 28 \
-  "${common[@]}" --lr 3e-4 --gap-weight 5 --ema 0.995 --seed 4 --threads 2 \
+  "${common[@]}" "${refit[@]}" --lr 3e-4 --gap-weight 5 --ema 0.995 --seed 4 --threads 2 \
   > "$out/unet-stage5.log" 2>&1
 tail -n 3 "$out/linknet.log" "$out/unet.log" "$out/unet-stage2.log" "$out/unet-stage3.log" \
   "$out/unet-stage4.log" "$out/unet-stage5.log"
