@@ -121,7 +121,7 @@ class ModelPicker:
         narrow(self.combo)
         text_lines(self.card)
         self.card.native.setStyleSheet("color: gray;")
-        self.combo.changed.connect(self.update)
+        self.combo.changed.connect(self._on_combo)
         self.combo.native.activated.connect(self._on_activated)
         self.trained.added.connect(self._on_trained)
         self._life = Lifetime()
@@ -247,16 +247,19 @@ class ModelPicker:
     def _on_trained(self, path: str) -> None:
         self.load_checkpoint(path, select=self._choose_trained)
 
-    def update(self, _value=None, *, picked: str | None = None) -> None:
+    def _on_combo(self, _value=None) -> None:
+        """A new entry in the list: show it; with "auto", judge the image now."""
+        self.update()
+        self.refresh()
+
+    def update(self, picked: str | None = None) -> None:
         """Show the chosen model on the card and tell the dock (``on_change``); with "auto",
-        ``picked`` is the model a look chose (None: look at the image again, in a worker)."""
+        ``picked`` is the model a look chose (None: the last one)."""
         if self.combo.value != AUTO:
             self._look_job = None  # a look under way no longer counts
         elif picked is not None:
             self._auto = picked
         self._on_change(self._show_card())
-        if self.combo.value == AUTO and picked is None:
-            self.refresh()  # until it reports, the card says the image is being judged
 
     def _show_card(self, report: bool = True) -> ModelConfig | None:
         """Sum the chosen model up on the card; returns its config (None: none usable, and a

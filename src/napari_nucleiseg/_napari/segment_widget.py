@@ -87,8 +87,8 @@ class SegmentWidget(Container):
         self._connect()
         self.reset_choices()
         self._follow_active()
+        self._model.update()  # the card and the knobs, then one look at the image ("auto")
         self._on_image()
-        self._model.update()
         self._on_device()
 
     # ---- layout -------------------------------------------------------------------------

@@ -205,13 +205,17 @@ class ModelConfig:
         return _dataclass_from(cls, d, "config")
 
 
+class UnknownKeys(ValueError):
+    """A config holds settings this version does not know (a later version added them)."""
+
+
 def _dataclass_from(kind: type, d: Any, where: str) -> Any:
     if not isinstance(d, dict):
         raise ValueError(f"{where} must be a mapping, got {type(d).__name__}")
     known = {f.name for f in fields(kind)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"{where} has unknown keys: {', '.join(unknown)}")
+        raise UnknownKeys(f"{where} has unknown keys: {', '.join(unknown)}")
     return kind(**d)
 
 
@@ -320,16 +324,17 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
         raise FileProblem(path, "has no valid 'state_dict' of tensors")
     try:
         config = ModelConfig.from_dict(json.loads(payload["config"]))
+    except UnknownKeys as exc:  # settings a later version added, e.g. a new threshold
+        writer = payload.get("written_by")
+        if isinstance(writer, str) and writer != __version__:
+            by = f"napari-nucleiseg {writer}; this is {__version__}"
+        else:
+            by = "another build of napari-nucleiseg"
+        raise FileProblem(
+            path, f"has an invalid config: {exc} (written by {by}: a newer one may read it)"
+        ) from None
     except (KeyError, TypeError, ValueError) as exc:
-        newer = ""
-        if "unknown keys" in str(exc):  # settings a later version added, e.g. a new threshold
-            writer = payload.get("written_by")
-            if isinstance(writer, str) and writer != __version__:
-                newer = f" (written by napari-nucleiseg {writer}; this is {__version__}: a newer "
-                newer += "one may read it)"
-            else:
-                newer = " (written by another build of napari-nucleiseg: a newer one may read it)"
-        raise FileProblem(path, f"has an invalid config: {exc}{newer}") from None
+        raise FileProblem(path, f"has an invalid config: {exc}") from None
     return config, state
 
 
