@@ -6,26 +6,31 @@
 # StarDist test ids or the shipped samples (splits/exclude_ids.txt); the best epoch chosen on
 # the validation split. Stage 1 is the leave-kind-out runs' length (14 epochs) on both cores;
 # later stages resume from the previous one at a lower learning rate, as train_shipped.sh's.
-# Checkpoints are kept on branch training-checkpoints (checkpoints/scale-recipe/).
-#   bash scripts/train_scale_recipe.sh STAGE [DATA_ROOT] [OUT_DIR] [MINUTES]
+# A later stage starts from BASE (a checkpoint or a shipped model's name; by default the
+# previous stage's file in OUT_DIR). Only main outlives a session here, so a recipe longer
+# than a session resumes from what was shipped: BASE=dsb2018-unet re-trains the shipped
+# default at the new scale (as its own stages 2 and 3 started from the float16 file shipped).
+#   bash scripts/train_scale_recipe.sh STAGE [DATA_ROOT] [OUT_DIR] [MINUTES] [BASE]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 stage=${1:?stage number (1, 2, ...)}
 data=${2:-$here/../../shared/data/dsb2018/stage1_train_fixed}
 out=${3:-$here/../runs/scale-recipe}
 minutes=${4:-0}
+base=${5:-$out/stage$((stage - 1)).pt}
 mkdir -p "$out"
 common=(--exclude-ids "$here/splits/exclude_ids.txt" --val-ids "$here/splits/val_ids.txt"
         --crop-size 192 --batch-size 8 --optimizer adam --weight-decay 1e-4 --channels grey
         --maps body,border,contour --diameter 20 --zoom 0.4,2.5 --stain 0.2 --threads 2
-        --device auto --overwrite --time-limit "$minutes")
+        --device auto --overwrite)
+if [ "$minutes" != 0 ]; then common+=(--time-limit "$minutes"); fi  # 0: no limit
 if [ "$stage" = 1 ]; then
   nucleiseg train "$data" -o "$out/stage1.pt" --model unet --width 16 --depth 4 --epochs 14 \
     --lr 1e-3 --seed 0 "${common[@]}" > "$out/stage1.log" 2>&1
 else
   # a later stage trains on as train_shipped.sh's did: the whole set, not a fine-tune's
   # defaults (crops a sample, kept statistics, replay, anchor)
-  nucleiseg train "$data" -o "$out/stage$stage.pt" --base-model "$out/stage$((stage - 1)).pt" \
+  nucleiseg train "$data" -o "$out/stage$stage.pt" --base-model "$base" \
     --epochs 20 --lr 3e-4 --gap-weight 5 --ema 0.995 --seed "$stage" --repeats 1 \
     --learn-norm-stats --replay 0 --anchor 0 "${common[@]}" > "$out/stage$stage.log" 2>&1
 fi
