@@ -8,6 +8,9 @@ comparison, not resized (``none``); ``--exclude-ids`` leaves ids out (the
 training split of a set). ``--min-sizes 10,30,60`` (with ``--diameter none``) scores each
 model at each smallest nucleus area in place of its own, ``--min-mean-probs 0,0.8,0.9`` at each
 smallest mean probability (with any diameter); the network runs once per image.
+``--magnify 0.5,1,2,3`` scores each set as microscopes of other magnifications would show it
+(images and masks resized), which is how other labs' images differ most from the training
+set's.
 
     python benchmarks/bench_generalisation.py --model dsb2018-unet \\
         --root monuseg-val=../shared/data/monuseg2018 --ids scripts/splits/monuseg_val.txt
@@ -32,6 +35,7 @@ from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model
 from napari_nucleiseg.pipeline import segment
 from napari_nucleiseg.postprocess import drop_objects
+from napari_nucleiseg.scale import resize_image
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
 
 
@@ -63,6 +67,23 @@ def score(model, config, samples, device, diameter, min_sizes=None, min_mean_pro
     return rows
 
 
+def magnified(samples, factor: float):
+    """``samples`` as seen at ``factor`` times the magnification: images resized bilinear
+    (anti-aliased when shrinking), masks by nearest label; nuclei that vanish leave the truth."""
+    from skimage.transform import resize
+
+    if factor == 1:
+        return samples
+    out = []
+    for s in samples:
+        image = np.clip(np.rint(resize_image(s.image, factor)), 0, 255).astype(s.image.dtype)
+        labels = resize(
+            s.labels, image.shape[:2], order=0, preserve_range=True, anti_aliasing=False
+        ).astype(s.labels.dtype)
+        out.append(replace(s, image=image, labels=labels))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT or a name")
@@ -71,6 +92,10 @@ def main() -> None:
     p.add_argument("--diameter", default="auto,none", help="auto, none or both (auto,none)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument(
+        "--magnify", type=lambda t: [float(v) for v in t.split(",")], default=[1.0],
+        help="score each set at these magnifications too (images and masks resized)",
+    )  # fmt: skip
     p.add_argument(
         "--min-sizes", type=lambda t: [int(v) for v in t.split(",")],
         help="smallest nucleus areas (px) to score each model at, in place of its own",
@@ -90,7 +115,9 @@ def main() -> None:
     for item in args.root:
         name, paths = item.split("=", 1)
         found = find_samples(paths.split("+"))
-        sets[name] = read_samples([f for f in found if only is None or sample_id(f) in only])
+        samples = read_samples([f for f in found if only is None or sample_id(f) in only])
+        for factor in args.magnify:
+            sets[name if factor == 1 else f"{name}@{factor:g}x"] = magnified(samples, factor)
     results = []
     for item in args.model:
         name, _, path = item.rpartition("=")
