@@ -17,9 +17,10 @@ held=${1:-rare}
 out=${2:-runs/lko}
 minutes=${3:-90}
 data=${DATA:-.carry/data/dsb}
+# shellcheck source=held_out_kinds.sh
+source "$(dirname "$0")/held_out_kinds.sh"
 case "$held" in
-  colour) pattern='colour' ;;
-  rare) pattern='512x640|603x1272|260x347|1040x1388|256x320-grey' ;;
+  colour|rare) pattern=${!held} ;;
   *) echo "unknown kind $held (rare or colour)" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
