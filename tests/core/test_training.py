@@ -257,11 +257,10 @@ def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
     seen = truth_maps.copy()
     seen[0] = np.clip(ndi.gaussian_filter(truth_maps[0], 1.5) + 12 * (texture - 0.5), 0, 1)
 
-    def predict(model, config, image, device=None):
+    def predict(model, config, image, device=None, diameter="auto"):
         return seen.astype(np.float32)
-        yield
 
-    monkeypatch.setattr(tune, "predict_maps", predict)
+    monkeypatch.setattr(tune, "image_maps", predict)
     scored = []
     real = tune.labels_from_predicted
     monkeypatch.setattr(
@@ -277,7 +276,7 @@ def test_tune_postprocess_is_never_worse_than_the_defaults(monkeypatch):
     assert best_result.ids == (samples[0].id,)  # per-image scores, for reports by kind
     assert set(scored) == set(tune.SPLIT_DEPTHS)  # the shape split is tuned too
     # the best of the default and every candidate (the smallest area too), each on its own
-    maps = [tune.drain(tune.predict_maps(model, config, s.image)) for s in samples]
+    maps = [tune.image_maps(model, config, s.image) for s in samples]
     grid = [config.postprocess] + [
         replace(
             config.postprocess,
@@ -316,14 +315,35 @@ def test_the_tuner_chooses_the_smallest_area_that_drops_specks(monkeypatch, tmp_
     config = ModelConfig("unet", {"depth": 2, "base": 4})
     maps = targets_from_labels(seen, config.maps)
 
-    def predict(model, config, image, device=None):
+    def predict(model, config, image, device=None, diameter="auto"):
         return maps
-        yield
 
-    monkeypatch.setattr(tune, "predict_maps", predict)
+    monkeypatch.setattr(tune, "image_maps", predict)
     sample = Sample("s", tmp_path, np.zeros((96, 96), np.uint8), truth)
     best, result, default = tune.tune_postprocess(None, config, [sample], min_sizes=(10, 45))
     assert best.min_size == 45 and result.score == 1.0 > default
+
+
+def test_the_tuner_scores_the_maps_that_inference_thresholds():
+    """A model trained on resized nuclei is tuned on maps of the image resized as
+    ``nucleiseg predict`` and training's validation resize it: its score at its own thresholds
+    is the validation's (maps of the image as it came gave another)."""
+    from napari_nucleiseg.models import load_model
+    from napari_nucleiseg.samples import sample_folder
+    from napari_nucleiseg.training import evaluate, tune
+
+    model, config = load_model("dsb2018-unet", device="cpu")
+    config = replace(config, diameter=10.0)  # as if trained on 10-px nuclei: auto shrinks
+    samples = [read_sample(sample_folder("fluorescence"))]
+    _, result, default = tune.tune_postprocess(
+        model, config, samples, prob_thresholds=(0.5,), seed_thresholds=(0.7,),
+        split_depths=(0.0,), min_sizes=(10,), min_mean_probs=(0.0,),
+    )  # fmt: skip
+    validation = evaluate(model, config, samples).score
+    unresized = [tune.image_maps(model, config, s.image, None, None) for s in samples]
+    as_they_came = tune.score_postprocess(config, config.postprocess, samples, unresized).score
+    assert default == pytest.approx(validation)
+    assert abs(as_they_came - validation) > 0.05  # the resizing matters on this image
 
 
 def test_the_tuner_chooses_the_mean_probability_that_drops_faint_blobs(monkeypatch, tmp_path):
@@ -341,11 +361,10 @@ def test_the_tuner_chooses_the_mean_probability_that_drops_faint_blobs(monkeypat
     config = ModelConfig("unet", {"depth": 2, "base": 4})
     maps = np.stack([body] + [np.zeros_like(body)] * (len(config.maps) - 1))
 
-    def predict(model, config, image, device=None):
+    def predict(model, config, image, device=None, diameter="auto"):
         return maps
-        yield
 
-    monkeypatch.setattr(tune, "predict_maps", predict)
+    monkeypatch.setattr(tune, "image_maps", predict)
     sample = Sample("s", tmp_path, np.zeros((96, 96), np.uint8), truth)
     best, result, default = tune.tune_postprocess(
         None, config, [sample], prob_thresholds=(0.5,), seed_thresholds=(0.7,),

@@ -1,4 +1,6 @@
-"""Choose post-processing thresholds on validation samples: the network runs once per image."""
+"""Choose post-processing thresholds on validation samples: the network runs once per image,
+as inference runs it (resized to the nuclei's width the model saw), so that what is tuned is
+what ``nucleiseg predict`` and the validation of training threshold."""
 
 from __future__ import annotations
 
@@ -6,12 +8,16 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..inference import drain, predict_maps
+import numpy as np
+
+from ..devices import resolve_device
+from ..inference import drain, model_device
 from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
-from ..pipeline import labels_from_predicted
+from ..pipeline import labels_from_predicted, plane_maps
 from ..postprocess import PostprocessConfig, drop_objects
+from ..runner import exact
 
 #: thresholds tried by :func:`tune_postprocess`
 PROB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -38,6 +44,23 @@ def score_postprocess(
     )
 
 
+def image_maps(model, config: ModelConfig, image, device=None, diameter="auto") -> np.ndarray:
+    """The maps (M, H, W) that segmenting ``image`` thresholds, as
+    :func:`~napari_nucleiseg.training.evaluate` runs it: resized so that its nuclei are as wide
+    as the model was trained to see (``diameter``, estimated by default), back at the
+    image's size; in float whatever the CPU's default backend. A model trained on 20-px
+    nuclei tuned on maps of images as they came chose thresholds for images it never sees."""
+    dev = model_device(model) if device is None else resolve_device(device)
+    with exact():
+        maps, _, _ = drain(
+            plane_maps(
+                model, config, np.asarray(image), diameter=diameter, post=None, device=dev,
+                tile_size=None, tta=False,
+            )  # fmt: skip
+        )
+    return maps
+
+
 def tune_postprocess(
     model: SegmentationModel,
     config: ModelConfig,
@@ -49,9 +72,11 @@ def tune_postprocess(
     min_sizes: Sequence[int] = MIN_SIZES,
     min_mean_probs: Sequence[float] = MIN_MEAN_PROBS,
     device=None,
+    diameter: float | str | None = "auto",
 ) -> tuple[PostprocessConfig, DatasetScore, float]:
     """The probability and seed thresholds, shape-split depth, smallest nucleus area and
-    smallest mean probability with the best DSB2018 score on ``samples``.
+    smallest mean probability with the best DSB2018 score on ``samples``, each image run
+    as :func:`image_maps` runs it (``diameter``).
 
     Returns
     -------
@@ -63,7 +88,7 @@ def tune_postprocess(
     default_score : float
         The score of ``config.postprocess`` as it was.
     """
-    maps = [drain(predict_maps(model, config, s.image, device=device)) for s in samples]
+    maps = [image_maps(model, config, s.image, device, diameter) for s in samples]
 
     def score(post: PostprocessConfig) -> DatasetScore:
         return score_postprocess(config, post, samples, maps)
