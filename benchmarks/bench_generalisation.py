@@ -76,7 +76,10 @@ def magnified(samples, factor: float):
         return samples
     out = []
     for s in samples:
-        image = np.clip(np.rint(resize_image(s.image, factor)), 0, 255).astype(s.image.dtype)
+        image = resize_image(s.image, factor)  # float32 in the image's own range
+        if np.issubdtype(s.image.dtype, np.integer):
+            bounds = np.iinfo(s.image.dtype)
+            image = np.clip(np.rint(image), bounds.min, bounds.max).astype(s.image.dtype)
         labels = resize(
             s.labels, image.shape[:2], order=0, preserve_range=True, anti_aliasing=False
         ).astype(s.labels.dtype)

@@ -133,8 +133,11 @@ def _forward(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
         torch.cuda.synchronize()
 
 
-def _end_to_end(model, config, path: Path, dev: torch.device, tta: bool = False) -> None:
-    drain(segment(model, config, read_image_file(path), device=dev, tta=tta))
+def _end_to_end(
+    model, config, path: Path, dev: torch.device, tta: bool = False, diameter=None
+) -> None:
+    image = read_image_file(path)
+    drain(segment(model, config, image, device=dev, tta=tta, diameter=diameter))
 
 
 def _timed(fn, repeats: int) -> float:
@@ -170,13 +173,18 @@ def speed(models: list[str], devices: list[str], repeats: int) -> None:
         print(f"| {dev.type} | 2015 U-Net (reference) | {cells} | {ones} |")
         for name in models:
             model, config = load_model(name, device=dev)
-            t = {
-                s: _timed(partial(_end_to_end, model, config, images[s], dev), repeats)
-                for s in SIZES
-            }
-            cells = " | ".join(f"{t[s]:.3f}" for s in SIZES)
-            ratios = " | ".join(f"{t[s] / ref[s]:.3f}" for s in SIZES)
-            print(f"| {dev.type} | {name} | {cells} | {ratios} |")
+            for diameter in (None, "auto"):  # not resized, and estimated (predict's default)
+                t = {
+                    s: _timed(
+                        partial(_end_to_end, model, config, images[s], dev, diameter=diameter),
+                        repeats,
+                    )
+                    for s in SIZES
+                }
+                cells = " | ".join(f"{t[s]:.3f}" for s in SIZES)
+                ratios = " | ".join(f"{t[s] / ref[s]:.3f}" for s in SIZES)
+                label = f"{name}, diameter {diameter or 'none'}"
+                print(f"| {dev.type} | {label} | {cells} | {ratios} |")
 
 
 STARDIST_SCRIPT = Path(__file__).with_name("stardist_speed.py")

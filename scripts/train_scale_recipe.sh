@@ -8,7 +8,7 @@
 # later stages resume from the previous one at a lower learning rate, as train_shipped.sh's.
 # A later stage starts from BASE (a checkpoint or a shipped model's name; by default the
 # previous stage's file in OUT_DIR). Only main outlives a session here, so a recipe longer
-# than a session resumes from what was shipped: BASE=dsb2018-unet re-trains the shipped
+# than a session resumes from what was shipped: a BASE of dsb2018-unet re-trains the shipped
 # default at the new scale (as its own stages 2 and 3 started from the float16 file shipped).
 #   bash scripts/train_scale_recipe.sh STAGE [DATA_ROOT] [OUT_DIR] [MINUTES] [BASE]
 set -euo pipefail
