@@ -17,8 +17,8 @@ held=${1:-rare}
 out=${2:-runs/lko}
 minutes=${3:-90}
 data=${DATA:-.carry/data/dsb}
-# shellcheck source=held_out_kinds.sh
-source "$(dirname "$0")/held_out_kinds.sh"
+# shellcheck source=recipes.sh
+source "$(dirname "$0")/recipes.sh"  # $colour, $rare, ${new[@]}, ${old[@]}
 case "$held" in
   colour|rare) pattern=${!held} ;;
   *) echo "unknown kind $held (rare or colour)" >&2; exit 2 ;;
@@ -30,14 +30,14 @@ common=(--model unet --width 16 --depth 4 --epochs 14 --crop-size 192 --batch-si
         --optimizer adam --lr 1e-3 --weight-decay 1e-4 --channels grey --maps body,border,contour
         --val-ids scripts/splits/val_ids.txt --threads 1 --seed 0 --device cpu --overwrite
         --time-limit "$minutes")
-nucleiseg train $seen -o "$out/lko-$held-new.pt" "${common[@]}" --diameter 20 --zoom 0.4,2.5 \
-  --stain 0.2 > "$out/lko-$held-new.log" 2>&1 &
-new=$!
-nucleiseg train $seen -o "$out/lko-$held-old.pt" "${common[@]}" --zoom 0.6,1.6 --stain 0 \
+nucleiseg train $seen -o "$out/lko-$held-new.pt" "${common[@]}" "${new[@]}" \
+  > "$out/lko-$held-new.log" 2>&1 &
+new_pid=$!
+nucleiseg train $seen -o "$out/lko-$held-old.pt" "${common[@]}" "${old[@]}" \
   > "$out/lko-$held-old.log" 2>&1 &
-old=$!
-wait "$new"
-wait "$old"
+old_pid=$!
+wait "$new_pid"
+wait "$old_pid"
 for recipe in new old; do
   python scripts/tune_checkpoint.py "$out/lko-$held-$recipe.pt" "$out/lko-$held-$recipe-tuned.pt" \
     --ids scripts/splits/val_ids.txt $seen &

@@ -24,10 +24,8 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 train() { python3 -m napari_nucleiseg.cli train "$@" --device "${DEVICE:-cuda}" --threads 2 --workers 2 \
   --crop-size 192 --weight-decay 1e-4 --gap-weight 5 --overwrite --time-limit "$minutes"; }
 kinds() { ls -d "$data"/dsb/* | grep -v -E "$1"; }
-# shellcheck source=held_out_kinds.sh
-source "$(dirname "$0")/held_out_kinds.sh"  # $colour, $rare
-new=(--diameter 20 --zoom 0.4,2.5 --stain 0.2)
-old=(--zoom 0.6,1.6 --stain 0)
+# shellcheck source=recipes.sh
+source "$(dirname "$0")/recipes.sh"  # $colour, $rare, ${new[@]}, ${old[@]}
 # the ship-* runs were made before a fine-tune kept its base's batch-norm statistics, replayed
 # the reference set and had an anchor: these options restore what they did
 refit=(--learn-norm-stats --replay 0 --anchor 0)

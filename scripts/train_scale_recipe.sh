@@ -19,9 +19,11 @@ out=${3:-$here/../runs/scale-recipe}
 minutes=${4:-0}
 base=${5:-$out/stage$((stage - 1)).pt}
 mkdir -p "$out"
+# shellcheck source=recipes.sh
+source "$here/recipes.sh"  # ${new[@]}: the scale-normalised recipe
 common=(--exclude-ids "$here/splits/exclude_ids.txt" --val-ids "$here/splits/val_ids.txt"
         --crop-size 192 --batch-size 8 --optimizer adam --weight-decay 1e-4 --channels grey
-        --maps body,border,contour --diameter 20 --zoom 0.4,2.5 --stain 0.2 --threads 2
+        --maps body,border,contour "${new[@]}" --threads 2
         --device auto --overwrite)
 if [ "$minutes" != 0 ]; then common+=(--time-limit "$minutes"); fi  # 0: no limit
 if [ "$stage" = 1 ]; then
