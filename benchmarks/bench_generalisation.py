@@ -33,7 +33,7 @@ from napari_nucleiseg.io import OverlapWarning
 from napari_nucleiseg.io.paired import sample_id
 from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model
-from napari_nucleiseg.pipeline import segment
+from napari_nucleiseg.pipeline import estimate_diameter, segment
 from napari_nucleiseg.postprocess import drop_objects
 from napari_nucleiseg.scale import resize_image
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
@@ -46,12 +46,15 @@ def score(model, config, samples, device, diameter, min_sizes=None, min_mean_pro
     post = config.postprocess
     if sizes != [None]:
         post = replace(post, min_size=1)
-    if means != [None]:  # auto's estimate counts every object: free to drop them after
+    if means != [None]:
         post = replace(post, min_mean_prob=0.0)
     runs = []
     for s in samples:
+        told = diameter
+        if diameter == "auto" and means != [None]:  # the size auto finds at the model's bounds
+            told = estimate_diameter(model, config, s.image, device=device)
         maps, (labels,) = drain(
-            segment(model, config, s.image, device=device, diameter=diameter, post=post)
+            segment(model, config, s.image, device=device, diameter=told, post=post)
         )
         runs.append((s.id, s.labels, labels, maps[0][0]))
     rows = {}
@@ -106,7 +109,7 @@ def main() -> None:
     p.add_argument(
         "--min-mean-probs", type=lambda t: [float(v) for v in t.split(",")],
         help="smallest mean probabilities of a nucleus to score each model at, in place of "
-        "its own (with any --diameter: auto's estimate counts every object)",
+        "its own (with any --diameter; auto's size is the one it finds at the model's own)",
     )  # fmt: skip
     args = p.parse_args()
     if args.min_sizes and args.diameter != "none":

@@ -15,6 +15,7 @@ split, against ``dsb2018-unet`` in the same run; the card records both.
 from __future__ import annotations
 
 import argparse
+import itertools
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from napari_nucleiseg.metrics import score_dataset
 from napari_nucleiseg.models import load_model, save_checkpoint
 from napari_nucleiseg.models.checkpoint import WEIGHTS_DIR
 from napari_nucleiseg.pipeline import segment
-from napari_nucleiseg.postprocess import PostprocessConfig, drop_unsure
+from napari_nucleiseg.postprocess import PostprocessConfig
 from napari_nucleiseg.training import find_samples, read_ids, read_samples
 from napari_nucleiseg.training.tune import MIN_MEAN_PROBS, MIN_SIZES
 
@@ -54,23 +55,15 @@ def scores(model, config, samples, diameter) -> tuple[float, float]:
 def choose_drops(model, config, samples) -> PostprocessConfig:
     """``config.postprocess`` with the smallest nucleus area (:data:`MIN_SIZES`) and mean
     probability (:data:`MIN_MEAN_PROBS`) of the best DSB2018 score on ``samples`` (the lower
-    on a tie), as ``nucleiseg predict`` runs them. The area also shapes ``--diameter auto``'s
-    estimate, so the network runs once per area; the mean bound does not (the estimate
-    counts every object), so it is applied to each run's labels."""
+    on a tie), as ``nucleiseg predict`` runs them. Both also shape ``--diameter auto``'s
+    estimate (its look at full size counts the nuclei they keep), so the image is segmented
+    anew for each pair."""
     best, best_score = None, -1.0
-    for size in sorted(MIN_SIZES):
-        post = replace(config.postprocess, min_size=size, min_mean_prob=0.0)
-        runs = [
-            (s, *drain(segment(model, config, s.image, device="cpu", diameter="auto", post=post)))
-            for s in samples
-        ]
-        for mean in sorted(MIN_MEAN_PROBS):
-            result = score_dataset(
-                (s.id, s.labels, drop_unsure(labels[0], maps[0][0], mean))
-                for s, maps, labels in runs
-            )
-            if round(result.score, 4) > best_score:
-                best, best_score = replace(post, min_mean_prob=mean), round(result.score, 4)
+    for size, mean in itertools.product(sorted(MIN_SIZES), sorted(MIN_MEAN_PROBS)):
+        post = replace(config.postprocess, min_size=size, min_mean_prob=mean)
+        dsb_score, _ = scores(model, replace(config, postprocess=post), samples, "auto")
+        if dsb_score > best_score:
+            best, best_score = post, dsb_score
     return best
 
 
