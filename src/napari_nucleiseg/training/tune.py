@@ -52,12 +52,11 @@ def image_maps(model, config: ModelConfig, image, device=None, diameter="auto") 
     nuclei tuned on maps of images as they came chose thresholds for images it never sees."""
     dev = model_device(model) if device is None else resolve_device(device)
     with exact():
-        maps, _, _ = drain(
-            plane_maps(
-                model, config, np.asarray(image), diameter=diameter, post=None, device=dev,
-                tile_size=None, tta=False,
-            )  # fmt: skip
-        )
+        steps = plane_maps(
+            model, config, np.asarray(image), diameter=diameter, post=None, device=dev,
+            tile_size=None, tta=False,
+        )  # fmt: skip
+        maps, _, _ = drain(steps)
     return maps
 
 
