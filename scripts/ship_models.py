@@ -2,9 +2,13 @@
 
     python scripts/ship_models.py runs/linknet.pt:dsb2018-linknet runs/unet-stage5.pt:dsb2018-unet
     python scripts/ship_models.py --dry-run runs/candidate.pt:candidate   # scores only
+    python scripts/ship_models.py --thresholds runs/held/held-out-thresholds.json \
+        src/napari_nucleiseg/weights/dsb2018-unet.pt:dsb2018-unet
 
 For each: the post-processing thresholds are chosen on the validation split
-(``splits/val_ids.txt``, never on the StarDist test ids); the weights are
+(``splits/val_ids.txt``, never on the StarDist test ids), or taken from
+``--thresholds``, the choice of ``scripts/held_out_thresholds.py`` on kinds that
+leave-kind-out models never saw; the weights are
 stored as float16 in ``src/napari_nucleiseg/weights/<name>.pt``; the scores on
 the validation split (by kind of image) and on the StarDist paper's 50 test
 images go into the checkpoint's training info and into ``<name>.md``.
@@ -12,9 +16,9 @@ images go into the checkpoint's training info and into ``<name>.md``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,7 +28,7 @@ import torch
 from napari_nucleiseg.models import load_model, save_checkpoint
 from napari_nucleiseg.models.checkpoint import WEIGHTS_DIR
 from napari_nucleiseg.training import evaluate, read_ids, read_samples
-from napari_nucleiseg.training.tune import tune_postprocess
+from napari_nucleiseg.training.tune import image_maps, score_postprocess, tune_postprocess
 
 HERE = Path(__file__).parent
 DATA = HERE.parents[1] / "shared" / "data" / "dsb2018"
@@ -45,12 +49,23 @@ def ap_at(result, pooled: bool = False) -> dict[str, float]:
     return {f"{t:.1f}": round(float(values[result.thresholds.index(t)]), 4) for t in REPORTED}
 
 
-def ship(run: Path, name: str, write: bool = True) -> dict:
+def ship(run: Path, name: str, write: bool = True, held_out: Path | None = None) -> dict:
     model, config = load_model(run, device="cpu")
     val = read_samples(
         [DATA / "stage1_train_fixed" / i for i in read_ids(HERE / "splits" / "val_ids.txt")]
     )
-    post, val_result, default = tune_postprocess(model, config, val)
+    if held_out is None:
+        post, val_result, default = tune_postprocess(model, config, val)
+        chosen_on = "the validation split"
+    else:  # chosen elsewhere: the validation split only reports them
+        post = config.postprocess.chosen(json.loads(held_out.read_text())["chosen"])
+        maps = [image_maps(model, config, s.image) for s in val]
+        default = score_postprocess(config, config.postprocess, val, maps).score
+        val_result = score_postprocess(config, post, val, maps)
+        chosen_on = (
+            f"kinds never trained on (`scripts/held_out_thresholds.py`, {held_out.name}: "
+            "leave-kind-out models on the kind each never saw)"
+        )
     config = replace(config, postprocess=post)
     by_kind_ids = kinds()
     per_image = dict(zip(val_result.ids, val_result.images))
@@ -69,6 +84,7 @@ def ship(run: Path, name: str, write: bool = True) -> dict:
     scores = dict(config.training.scores)
     scores.pop("history", None)
     scores.update(
+        thresholds_chosen_on=chosen_on,
         val_dsb=round(val_result.score, 4),
         val_dsb_default_thresholds=round(default, 4),
         val_by_kind=by_kind,
@@ -161,7 +177,8 @@ def write_card(name, config, scores, history, target) -> None:
         "stain jitter).",
         *(f"- Stage {k} started from: {run['source']}." for k, run in enumerate(runs[:-1], 2)),
         f"- Machine: {t.machine}.",
-        f"- Post-processing thresholds chosen on the validation split: probability "
+        f"- Post-processing thresholds chosen on "
+        f"{scores.get('thresholds_chosen_on', 'the validation split')}: probability "
         f"{config.postprocess.prob_threshold}, seed {config.postprocess.seed_threshold}, "
         f"minimum size {config.postprocess.min_size} px, minimum mean probability "
         f"{config.postprocess.min_mean_prob or 'off'}, shape split "
@@ -169,7 +186,7 @@ def write_card(name, config, scores, history, target) -> None:
         f"{' px' if config.postprocess.split_depth else ''}.",
         "",
         "## Scores",
-        f"- Validation DSB2018 score: {scores['val_dsb']} (with the thresholds it had before this tuning "
+        f"- Validation DSB2018 score: {scores['val_dsb']} (with the thresholds it had before "
         f"{scores['val_dsb_default_thresholds']}); by kind: "
         + ", ".join(f"{k} {v['dsb']} (n={v['n']})" for k, v in scores["val_by_kind"].items())
         + ".",
@@ -205,8 +222,12 @@ def write_card(name, config, scores, history, target) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    args = sys.argv[1:]
-    write = "--dry-run" not in args
-    for arg in (a for a in args if a != "--dry-run"):
-        run, name = arg.split(":")
-        print(name, json.dumps(ship(Path(run), name, write), indent=1))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", metavar="CHECKPOINT:NAME")
+    p.add_argument("--dry-run", action="store_true", help="score only, write nothing")
+    p.add_argument("--thresholds", type=Path, help="held_out_thresholds.py's choice to ship")
+    args = p.parse_args()
+    for arg in args.runs:
+        run, name = arg.rsplit(":", 1)
+        scores = ship(Path(run), name, not args.dry_run, args.thresholds)
+        print(name, json.dumps(scores, indent=1))

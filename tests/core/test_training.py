@@ -324,6 +324,41 @@ def test_the_tuner_chooses_the_smallest_area_that_drops_specks(monkeypatch, tmp_
     assert best.min_size == 45 and result.score == 1.0 > default
 
 
+def test_thresholds_across_held_out_kinds_are_the_best_mean_not_one_kinds_best(tmp_path):
+    """Two models' maps, each on its own kind: real nuclei of 29 px in one, specks of 25 px in
+    the other. Alone, the first keeps 10 px; across both, 45 px has the best mean (0.8 and
+    1.0, against 1.0 and 4/6), and every cell's score in the table is its own tuner's."""
+    from napari_nucleiseg.io import Sample
+    from napari_nucleiseg.postprocess import targets_from_labels
+    from napari_nucleiseg.training import tune
+
+    yy, xx = np.mgrid[:96, :96]
+    truth = np.zeros((96, 96), np.uint16)
+    for i, (y, x) in enumerate([(20, 20), (20, 70), (70, 20), (70, 70)], start=1):
+        truth[(yy - y) ** 2 + (xx - x) ** 2 <= 100] = i
+    specks, small = truth.copy(), truth.copy()
+    specks[44:49, 44:49], specks[5:10, 44:49] = 5, 6
+    small[(yy - 46) ** 2 + (xx - 46) ** 2 <= 9] = 5
+    config = ModelConfig("unet", {"depth": 2, "base": 4})
+    cells = [
+        (config, [Sample(name, tmp_path, np.zeros((96, 96), np.uint8), want)],
+         [targets_from_labels(seen, config.maps)])
+        for name, want, seen in (("small", small, small), ("specks", truth, specks))
+    ]  # fmt: skip
+    grid = dict(prob_thresholds=(0.5,), seed_thresholds=(0.7,), split_depths=(0.0,),
+                min_sizes=(10, 45), min_mean_probs=(0.0,))  # fmt: skip
+    chosen, table = tune.tune_across(cells, **grid)
+    assert chosen["min_size"] == 45 and set(chosen) == set(tune.THRESHOLDS)
+    assert table[tuple(chosen.values())] == pytest.approx([0.8, 1.0])
+    alone = {
+        post.min_size: result.score
+        for post, result in tune.grid_results(config, cells[0][1], cells[0][2], **grid)
+    }
+    assert alone == pytest.approx({10: 1.0, 45: 0.8})
+    ten = dict(chosen, min_size=10)
+    assert table[tuple(ten.values())] == pytest.approx([1.0, 4 / 6])
+
+
 def test_the_tuner_scores_the_maps_that_inference_thresholds():
     """A model trained on resized nuclei is tuned on maps of the image resized as
     ``nucleiseg predict`` and training's validation resize it: its score at its own thresholds

@@ -5,7 +5,7 @@ what ``nucleiseg predict`` and the validation of training threshold."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..io.stage1 import Sample
 from ..metrics import DatasetScore, score_dataset
 from ..models import ModelConfig, SegmentationModel
 from ..pipeline import labels_from_predicted, plane_maps
-from ..postprocess import PostprocessConfig, drop_objects
+from ..postprocess import THRESHOLDS, PostprocessConfig, drop_objects
 from ..runner import exact
 
 #: thresholds tried by :func:`tune_postprocess`
@@ -60,40 +60,20 @@ def image_maps(model, config: ModelConfig, image, device=None, diameter="auto") 
     return maps
 
 
-def tune_postprocess(
-    model: SegmentationModel,
+def grid_results(
     config: ModelConfig,
     samples: Sequence[Sample],
+    maps: Sequence[np.ndarray],
     *,
     prob_thresholds: Sequence[float] = PROB_THRESHOLDS,
     seed_thresholds: Sequence[float] = SEED_THRESHOLDS,
     split_depths: Sequence[float] = SPLIT_DEPTHS,
     min_sizes: Sequence[int] = MIN_SIZES,
     min_mean_probs: Sequence[float] = MIN_MEAN_PROBS,
-    device=None,
-    diameter: float | str | None = "auto",
-) -> tuple[PostprocessConfig, DatasetScore, float]:
-    """The probability and seed thresholds, shape-split depth, smallest nucleus area and
-    smallest mean probability with the best DSB2018 score on ``samples``, each image run
-    as :func:`image_maps` runs it (``diameter``).
-
-    Returns
-    -------
-    best : PostprocessConfig
-        ``config.postprocess`` with the best thresholds and depth.
-    best_result : DatasetScore
-        Its scores on ``samples`` (``.score``: DSB2018; per image in ``.images``),
-        so that callers need not run the network again to report them.
-    default_score : float
-        The score of ``config.postprocess`` as it was.
-    """
-    maps = [image_maps(model, config, s.image, device, diameter) for s in samples]
-
-    def score(post: PostprocessConfig) -> DatasetScore:
-        return score_postprocess(config, post, samples, maps)
-
-    best, best_result = config.postprocess, score(config.postprocess)
-    default_score = best_result.score  # a float already
+) -> Iterator[tuple[PostprocessConfig, DatasetScore]]:
+    """Every threshold set of the grid (seed at or above probability) with its score on
+    ``samples`` whose network ``maps`` are known: the watershed runs once per probability,
+    seed and depth, and each pair of bounds only drops objects from its labels."""
     drops = list(itertools.product(sorted(min_sizes), sorted(min_mean_probs)))
     for p, q, d in itertools.product(prob_thresholds, seed_thresholds, split_depths):
         if q < p:
@@ -106,7 +86,66 @@ def tune_postprocess(
         for size, mean in drops:  # dropped as labels_from_maps drops them
             post = replace(candidate, min_size=size, min_mean_prob=mean)
             labels = [drop_objects(x, m[0], post) for x, m in zip(every, maps)]
-            result = score_dataset((s.id, s.labels, x) for s, x in zip(samples, labels))
-            if result.score > best_result.score + 1e-9:
-                best, best_result = post, result
+            yield post, score_dataset((s.id, s.labels, x) for s, x in zip(samples, labels))
+
+
+def tune_postprocess(
+    model: SegmentationModel,
+    config: ModelConfig,
+    samples: Sequence[Sample],
+    *,
+    device=None,
+    diameter: float | str | None = "auto",
+    **grid: Sequence[float],
+) -> tuple[PostprocessConfig, DatasetScore, float]:
+    """The probability and seed thresholds, shape-split depth, smallest nucleus area and
+    smallest mean probability with the best DSB2018 score on ``samples``, each image run
+    as :func:`image_maps` runs it (``diameter``); ``grid`` narrows :func:`grid_results`'s.
+
+    Returns
+    -------
+    best : PostprocessConfig
+        ``config.postprocess`` with the best thresholds and depth.
+    best_result : DatasetScore
+        Its scores on ``samples`` (``.score``: DSB2018; per image in ``.images``),
+        so that callers need not run the network again to report them.
+    default_score : float
+        The score of ``config.postprocess`` as it was.
+    """
+    maps = [image_maps(model, config, s.image, device, diameter) for s in samples]
+    best, best_result = (
+        config.postprocess,
+        score_postprocess(config, config.postprocess, samples, maps),
+    )
+    default_score = best_result.score  # a float already
+    for post, result in grid_results(config, samples, maps, **grid):
+        if result.score > best_result.score + 1e-9:
+            best, best_result = post, result
     return best, best_result, default_score
+
+
+def chosen_thresholds(post: PostprocessConfig) -> dict[str, float]:
+    """``post``'s thresholds that a run may set (``postprocess.THRESHOLDS``), by name."""
+    return {name: getattr(post, name) for name in THRESHOLDS}
+
+
+def tune_across(
+    cells: Sequence[tuple[ModelConfig, Sequence[Sample], Sequence[np.ndarray]]],
+    **grid: Sequence[float],
+) -> tuple[dict[str, float], dict[tuple[float, ...], list[float]]]:
+    """The thresholds with the best mean DSB2018 score over several models, each on its own
+    samples and their maps. On leave-kind-out models scored on the kind each never saw, they
+    are thresholds chosen for kinds not trained on, which a validation split of the kinds
+    trained on cannot choose: there, the best of one held-out kind fell below the
+    validation's choice on the other, while what the held-out kinds agree on carried.
+
+    Returns the chosen thresholds (``PostprocessConfig.chosen`` takes them) and every
+    threshold set of the grid (as :data:`THRESHOLDS`' values) with its score in each cell.
+    """
+    table: dict[tuple[float, ...], list[float]] = {}
+    for config, samples, maps in cells:
+        for post, result in grid_results(config, samples, maps, **grid):
+            table.setdefault(tuple(chosen_thresholds(post).values()), []).append(result.score)
+    complete = {k: v for k, v in table.items() if len(v) == len(cells)}
+    best = max(complete, key=lambda k: (float(np.mean(complete[k])), k))
+    return dict(zip(THRESHOLDS, best)), complete
